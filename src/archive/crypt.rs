@@ -56,6 +56,12 @@ pub enum CryptError {
         "cannot read the recipients file {path}: {source}; fix `encryption.recipients_file` in the config, or the file"
     )]
     RecipientsFile { path: PathBuf, source: io::Error },
+    #[error(
+        "its encryption names only an identity_file ({identity}), which opens backups but writes none: add its \
+         public key to encryption.recipients (`age-keygen -y {identity}` prints it, as does the file's \
+         `# public key:` line)"
+    )]
+    ReadsOnly { identity: PathBuf },
     #[error("{path} holds no recipients; add at least one age1... or ssh public key")]
     NoRecipients { path: PathBuf },
     #[error("cannot read the identity file {path}: {detail}")]

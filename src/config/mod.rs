@@ -473,7 +473,8 @@ pub struct Encryption {
     /// A file of recipients, one per line, `#` comments allowed (the format of `age -R`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients_file: Option<String>,
-    /// The identity file (secret key) that restore and verify decrypt with; never read when backing up.
+    /// The identity file (secret key) that restore and verify decrypt with; never read when backing up. Alone (no
+    /// recipients, no passphrase) the encryption reads backups and writes none: a worst-day config for restoring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_file: Option<String>,
     /// Encrypt to a passphrase (age's scrypt) instead of recipients: for people who keep no key file.

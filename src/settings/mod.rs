@@ -335,9 +335,21 @@ pub struct EncryptionSettings {
 }
 
 impl EncryptionSettings {
+    /// Only an `identity_file`: a config that reads encrypted backups (the worst day's, written with the key
+    /// alone) but has nothing to encrypt new ones to; a run writing to it is refused ([`Self::resolve_record`]).
+    pub fn reads_only(&self) -> bool {
+        self.recipients.is_empty() && self.recipients_file.is_none() && !self.passphrase
+    }
+
     /// The public side of this encryption, as the external phase records it: inline recipients and those of
-    /// `recipients_file` (read now), or a passphrase. Reads no secret.
+    /// `recipients_file` (read now), or a passphrase. Reads no secret: an encryption that [reads
+    /// only](Self::reads_only) is refused here, not given the identity's own recipient.
     pub fn resolve_record(&self) -> Result<EncryptionRecord, CryptError> {
+        if self.reads_only() {
+            return Err(CryptError::ReadsOnly {
+                identity: self.identity_file.clone().unwrap_or_default(),
+            });
+        }
         let mut recipients = Vec::new();
         for r in &self.recipients {
             recipients.push(r.parse::<Recipient>()?.text().to_string());
@@ -1380,11 +1392,12 @@ impl Builder<'_> {
                 at,
                 "age encrypts to a passphrase or to recipients, not both: remove `passphrase` or the recipients",
             );
-        } else if !e.passphrase && !has_recipients {
+        } else if !e.passphrase && !has_recipients && e.identity_file.is_none() {
             self.problem(
                 at,
                 "encryption needs `recipients` (age1... or ssh public keys), a `recipients_file`, or \
-                 `passphrase: true`; `dbackup keygen` creates a key pair",
+                 `passphrase: true` (an `identity_file` alone reads backups but cannot write them); \
+                 `dbackup keygen` creates a key pair",
             );
         }
         if e.passphrase_file.is_some() && !e.passphrase {

@@ -93,6 +93,14 @@ fn absent_files(s: &Settings) -> Vec<String> {
         }
     }
     for (name, e) in encryption {
+        if let Some(f) = e.identity_file.as_deref().filter(|_| e.reads_only()) {
+            out.push(format!(
+                "destination {name}: its encryption names only identity_file {}: restores from it work, backups \
+                 to it are refused until encryption.recipients names its public key (`age-keygen -y {}` prints it)",
+                f.display(),
+                f.display()
+            ));
+        }
         let files = [
             ("recipients_file", &e.recipients_file, "backups to it fail"),
             (
@@ -352,6 +360,9 @@ pub fn summary(s: &Settings, env: &Env) -> String {
                         None => "a passphrase (asked on the terminal)".into(),
                     });
                 }
+                if e.reads_only() {
+                    to.push("nothing: reads backups only (no recipients)".into());
+                }
                 let _ = writeln!(w, "      encrypted with age to {}", to.join(", "));
                 match &e.identity_file {
                     Some(f) => {
@@ -379,7 +390,9 @@ pub fn summary(s: &Settings, env: &Env) -> String {
                 Some(own) => format!("its own schedule {}", word(&own)),
                 None => format!("schedule.external ({})", word(&sched.external)),
             },
-            if c.encryption.is_some() {
+            if c.encryption.as_ref().is_some_and(|e| e.reads_only()) {
+                "age, reads backups only (no recipients)".into()
+            } else if c.encryption.is_some() {
                 "encrypted with age".into()
             } else {
                 "PLAIN archives (allow_unencrypted)".into()

@@ -583,3 +583,54 @@ fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
         "{due}"
     );
 }
+
+/// The worst day's config as docs/RESTORE.md "From the bucket" writes it: a new backup root (no state) and the
+/// bucket's encryption naming the identity file alone. It lists, verifies and restores the chain; a run that would
+/// upload is refused before touching the bucket, saying how to add the public key. Before: `config check` refused
+/// an encryption without recipients, so the guide had the recipient derived by hand.
+#[test]
+fn the_worst_days_bucket_config_names_the_identity_alone() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, identity, _keys) = first_encrypted_upload(&g, "lost");
+    second_upload_under(&t, &s3, "lost", &[("home/notes/new.txt", "a new file\n")]);
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let start = cfg.find(r#""recipients": ["#).expect("recipients");
+    let end = start + cfg[start..].find(']').unwrap() + 1;
+    let worst = cfg
+        .replace(
+            &cfg[start..end],
+            &format!(r#""identity_file": "{}""#, identity.display()),
+        )
+        .replace(
+            &format!(r#""backup_root": "{}""#, t.root().display()),
+            &format!(r#""backup_root": "{}""#, t.path("new-root").display()),
+        );
+    assert!(
+        worst.contains("new-root") && !worst.contains("age1"),
+        "{worst}"
+    );
+    t.write("config.json", &worst);
+    t.cmd()
+        .args(["config", "check"])
+        .status(0)
+        .stderr_has("names only identity_file");
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--verify"])
+        .status(0);
+    let target = t.path("r");
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--target"])
+        .args([&target])
+        .status(0);
+    assert_restored(&t, &target, &SET_FILES, "with the identity alone");
+    let objects = s3.list("lost/").len();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd()
+        .args(["external"])
+        .status(2)
+        .stderr_has("names only an identity_file")
+        .stderr_has("nothing was written");
+    assert_eq!(s3.list("lost/").len(), objects, "nothing uploaded");
+}

@@ -614,7 +614,7 @@ fn passphrase_and_recipients_together_or_neither_are_refused() {
             check_fails(&t).replace(&recipient, "[RECIPIENT]")
         );
     });
-    write_config(&t, &encryption(r#""identity_file": "~/key.txt""#));
+    write_config(&t, &encryption(""));
     insta::with_settings!({ filters => column_filter() }, {
         insta::assert_snapshot!("no_recipients", check_fails(&t));
     });

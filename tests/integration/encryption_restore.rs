@@ -188,6 +188,47 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
     assert!(!out.stderr.contains(&line) && !out.stdout.contains(&line));
 }
 
+/// The worst day's config, written with the key alone: an `encryption` naming only the identity file. It reads
+/// (`config check` passes and says it writes nothing; list, verify, restore), and a run that would write to it is
+/// refused before touching the drive, saying how to add the public key. Before: `config check` refused it, so
+/// the worst day needed the recipient derived by hand first.
+#[test]
+fn an_identity_alone_reads_backups_and_writes_none() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let cfg = fs::read_to_string(t.path("config.json")).unwrap();
+    let only_key = format!(r#""identity_file": "{}""#, e.key.display());
+    let with = format!(r#""recipients": ["{}"] "#, e.recipient);
+    assert!(cfg.contains(&with), "{cfg}");
+    t.write("config.json", cfg.replace(&with, &only_key));
+    let out = t.cmd().args(["config", "check"]).status(0);
+    out.stderr_has("names only identity_file")
+        .stderr_has("age-keygen -y");
+    out.stdout_has("reads backups only");
+    t.cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .status(0);
+    let to = t.path("back");
+    t.restore_from_drive()
+        .args(["--path", "~/.secrets", "--target"])
+        .args([&to])
+        .status(0);
+    let secret = to
+        .join(t.home().strip_prefix("/").unwrap())
+        .join(".secrets");
+    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    t.write("home/later.txt", "later\n");
+    t.cmd().args(["collect"]).status(0);
+    let before = fs::read_dir(t.path("T9/backups")).unwrap().count();
+    let out = t.cmd().args(["external"]).status(2);
+    out.stderr_has("names only an identity_file")
+        .stderr_has(&format!("age-keygen -y {}", e.key.display()))
+        .stderr_has("nothing was written");
+    assert_eq!(fs::read_dir(t.path("T9/backups")).unwrap().count(), before);
+    let line = crate::fixtures::age::secret_of(&e.key);
+    assert!(!out.stderr.contains(&line) && !out.stdout.contains(&line));
+}
+
 #[test]
 fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
     let e = encrypted_backup("");
