@@ -45,6 +45,18 @@ fn first_encrypted_upload(g: &Garage, prefix: &str) -> (Test, std::path::PathBuf
     (first_upload(g, &extra, prefix), identity, keys)
 }
 
+/// On a new Garage bucket, [`first_encrypted_upload`] under `prefix` and a second upload there (an incremental
+/// adding `notes/new.txt`): the server, its client, the config's `Test`, the identity and the `Test` holding it;
+/// `None` (the test skips) without Garage.
+fn two_encrypted_uploads(
+    prefix: &str,
+) -> Option<(Garage, S3Client, Test, std::path::PathBuf, Test)> {
+    let (g, s3) = garage_and_client()?;
+    let (t, identity, keys) = first_encrypted_upload(&g, prefix);
+    second_upload_under(&t, &s3, prefix, &[("home/notes/new.txt", "a new file\n")]);
+    Some((g, s3, t, identity, keys))
+}
+
 /// The second upload under `laptop` (an incremental: todo.txt changed, and `also` written): both stamps, oldest first.
 fn second_upload(t: &Test, s3: &S3Client, also: &[(&str, &str)]) -> Vec<String> {
     second_upload_under(t, s3, "laptop", also)
@@ -460,11 +472,9 @@ fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
 /// incremental read through its base, and no config file anywhere.
 #[test]
 fn a_downloaded_bucket_restores_with_drive_and_no_config() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t, identity, _keys)) = two_encrypted_uploads("gone") else {
         return;
     };
-    let (t, identity, _keys) = first_encrypted_upload(&g, "gone");
-    second_upload_under(&t, &s3, "gone", &[("home/notes/new.txt", "a new file\n")]);
 
     let down = t.path("downloaded");
     for (key, _) in s3.list("gone/backups/") {
@@ -590,11 +600,9 @@ fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
 /// an encryption without recipients, so the guide had the recipient derived by hand.
 #[test]
 fn the_worst_days_bucket_config_names_the_identity_alone() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t, identity, _keys)) = two_encrypted_uploads("lost") else {
         return;
     };
-    let (t, identity, _keys) = first_encrypted_upload(&g, "lost");
-    second_upload_under(&t, &s3, "lost", &[("home/notes/new.txt", "a new file\n")]);
     let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
     let start = cfg.find(r#""recipients": ["#).expect("recipients");
     let end = start + cfg[start..].find(']').unwrap() + 1;

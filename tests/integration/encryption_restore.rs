@@ -183,9 +183,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         .join(t.home().strip_prefix("/").unwrap())
         .join(".secrets");
     assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
-    // The identity never appears in what dbackup prints.
-    let line = crate::fixtures::age::secret_of(&e.key);
-    assert!(!out.stderr.contains(&line) && !out.stdout.contains(&line));
+    e.assert_unprinted(&out);
 }
 
 /// The worst day's config, written with the key alone: an `encryption` naming only the identity file. It reads
@@ -205,18 +203,7 @@ fn an_identity_alone_reads_backups_and_writes_none() {
     out.stderr_has("names only identity_file")
         .stderr_has("age-keygen -y");
     out.stdout_has("reads backups only");
-    t.cmd()
-        .args(["restore", "--source", "external", "--verify"])
-        .status(0);
-    let to = t.path("back");
-    t.restore_from_drive()
-        .args(["--path", "~/.secrets", "--target"])
-        .args([&to])
-        .status(0);
-    let secret = to
-        .join(t.home().strip_prefix("/").unwrap())
-        .join(".secrets");
-    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    restores_the_secret_and_verifies(t);
     t.write("home/later.txt", "later\n");
     t.cmd().args(["collect"]).status(0);
     let before = fs::read_dir(t.path("T9/backups")).unwrap().count();
@@ -225,8 +212,7 @@ fn an_identity_alone_reads_backups_and_writes_none() {
         .stderr_has(&format!("age-keygen -y {}", e.key.display()))
         .stderr_has("nothing was written");
     assert_eq!(fs::read_dir(t.path("T9/backups")).unwrap().count(), before);
-    let line = crate::fixtures::age::secret_of(&e.key);
-    assert!(!out.stderr.contains(&line) && !out.stdout.contains(&line));
+    e.assert_unprinted(&out);
 }
 
 #[test]
