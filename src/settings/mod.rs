@@ -2293,6 +2293,8 @@ mod tests {
 
     /// The secret files a config names: each destination's identity and passphrase files and a bucket's credentials
     /// file, each once (a top-level identity every destination carries is named by the first), with its setting.
+    /// The top-level `encryption`'s files need no entry of their own: with one, every destination is encrypted (its
+    /// own, or the top level's; `"encryption": null` is no opt-out), so none could receive them in the clear.
     #[test]
     fn the_secret_files_are_every_identity_passphrase_and_credentials_file_once() {
         let e = env(Path::new("/home/u"), &[]);
@@ -2319,6 +2321,12 @@ mod tests {
         ]
         .map(|(p, f)| (p.to_string(), f.to_string(), NamedBy::Config));
         assert_eq!(got, want);
+        let unencrypted: Vec<&str> = (s.destinations.iter().map(|d| (&d.name, &d.encryption)))
+            .chain(s.clouds.iter().map(|c| (&c.name, &c.encryption)))
+            .filter(|(_, e)| e.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(unencrypted, Vec::<&str>::new());
     }
 
     /// The secret files dbackup reads that the config does not name: the file `$DBACKUP_PASSPHRASE_FILE` names (once,
@@ -2399,32 +2407,6 @@ mod tests {
             want(&[pass])[..]
         );
         assert_eq!(got(&[("DBACKUP_PASSPHRASE_FILE", "/home/u/pass")]).len(), 3);
-    }
-
-    /// Why the top-level `encryption`'s identity and passphrase files need no entry of their own among the secret
-    /// files: with a top-level `encryption`, every destination is encrypted (its own, or the top level's; `null`
-    /// is no opt-out), so none could receive them in the clear.
-    #[test]
-    fn with_a_top_level_encryption_no_destination_is_unencrypted() {
-        let e = env(Path::new("/home/u"), &[]);
-        let s = build(
-            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
-                 "encryption": { "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
-                                 "identity_file": "~/id.txt" },
-                 "destinations": [
-                   { "name": "own", "path": "/media/own", "encryption": { "passphrase": true } },
-                   { "name": "null", "path": "/media/null", "encryption": null },
-                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
-                     "allow_unencrypted": true, "encryption": null } ] }"#,
-            &e,
-        )
-        .unwrap();
-        let plain: Vec<&str> = (s.destinations.iter().map(|d| (&d.name, &d.encryption)))
-            .chain(s.clouds.iter().map(|c| (&c.name, &c.encryption)))
-            .filter(|(_, e)| e.is_none())
-            .map(|(n, _)| n.as_str())
-            .collect();
-        assert_eq!(plain, Vec::<&str>::new());
     }
 
     #[test]
