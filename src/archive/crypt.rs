@@ -721,9 +721,12 @@ pub fn age_read_error(e: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("age: {detail}"))
 }
 
+/// The variable naming the file a passphrase is read from, before any `passphrase_file`.
+pub const PASSPHRASE_FILE_VAR: &str = "DBACKUP_PASSPHRASE_FILE";
+
 /// The file a passphrase is read from: `$DBACKUP_PASSPHRASE_FILE`, else `file`; none means the terminal.
 pub fn passphrase_source(file: Option<&Path>) -> Option<PathBuf> {
-    std::env::var_os("DBACKUP_PASSPHRASE_FILE")
+    std::env::var_os(PASSPHRASE_FILE_VAR)
         .map(PathBuf::from)
         .or_else(|| file.map(Path::to_path_buf))
 }
@@ -746,7 +749,7 @@ pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptErr
 /// Reads a passphrase: from the file named by `DBACKUP_PASSPHRASE_FILE` (or `file`), else from the terminal.
 /// Never from the command line or the environment itself, so it appears in no process listing.
 pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString, CryptError> {
-    let from_env = std::env::var_os("DBACKUP_PASSPHRASE_FILE").map(PathBuf::from);
+    let from_env = std::env::var_os(PASSPHRASE_FILE_VAR).map(PathBuf::from);
     if let Some(path) = from_env.as_deref().or(file) {
         let file = std::fs::File::open(path)
             .map_err(|e| CryptError::Passphrase(format!("{}: {e}", path.display())))?;

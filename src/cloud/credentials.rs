@@ -160,13 +160,7 @@ fn resolve_s3(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsError
         .clone()
         .or_else(|| env.var("AWS_PROFILE").map(str::to_string))
         .unwrap_or_else(|| "default".into());
-    let shared = |var: &str, default: &str| {
-        env.var(var)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| env.home.join(default))
-    };
-    let credentials = shared("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
-    let config = shared("AWS_CONFIG_FILE", ".aws/config");
+    let [credentials, config] = crate::settings::aws_shared_files(env).map(|f| f.path);
     for (path, section) in [
         (&credentials, profile.clone()),
         (

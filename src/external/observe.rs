@@ -500,16 +500,16 @@ fn scan_the_rest(
     Ok(())
 }
 
-/// Each chosen snapshot's copies of the secret files the config names ([`Settings::secret_files`]), found by their
-/// resolved path (a symlink to the key, or a key under a source reached through a symlink, is found where the
-/// snapshot holds its content).
+/// Each chosen snapshot's copies of the secret files dbackup reads ([`Settings::secret_files`]: those the config
+/// names, `$DBACKUP_PASSPHRASE_FILE`'s, the AWS shared files), found by their resolved path (a symlink to the key,
+/// or a key under a source reached through a symlink, is found where the snapshot holds its content).
 fn secrets_inside(settings: &Settings, chosen: &[(String, String)], set_worlds: &mut [SetWorld]) {
-    let secrets: Vec<(std::path::PathBuf, String, std::path::PathBuf)> = settings
-        .secret_files()
+    let secrets: Vec<(crate::settings::SecretFile, std::path::PathBuf)> = settings
+        .secret_files(&crate::expand::Env::from_process())
         .into_iter()
-        .filter_map(|(path, field)| {
-            let real = std::fs::canonicalize(&path).ok()?;
-            Some((path, field, snapshot::SourceRecord::in_snapshot_path(&real)))
+        .filter_map(|f| {
+            let real = std::fs::canonicalize(&f.path).ok()?;
+            Some((f, snapshot::SourceRecord::in_snapshot_path(&real)))
         })
         .collect();
     for (set, name) in chosen {
@@ -519,12 +519,13 @@ fn secrets_inside(settings: &Settings, chosen: &[(String, String)], set_worlds: 
         };
         w.secrets = secrets
             .iter()
-            .filter(|(_, _, rel)| {
+            .filter(|(_, rel)| {
                 std::fs::symlink_metadata(snapshot.join(rel)).is_ok_and(|m| m.is_file())
             })
-            .map(|(path, field, rel)| LeftOut {
-                path: path.clone(),
-                field: field.clone(),
+            .map(|(f, rel)| LeftOut {
+                path: f.path.clone(),
+                field: f.field.clone(),
+                named_by: f.named_by,
                 in_snapshot: rel.clone(),
             })
             .collect();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::ArchiveEstimate;
+use crate::settings::NamedBy;
 
 /// Which snapshot of a set goes to the drive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,13 +32,17 @@ pub struct SetPlan {
     pub secrets: Vec<LeftOut>,
 }
 
-/// A secret file the config names (an identity, a passphrase file, cloud credentials), inside a snapshot.
+/// A secret file dbackup reads (an identity, a passphrase file, cloud credentials; see
+/// [`Settings::secret_files`](crate::settings::Settings::secret_files)), inside a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftOut {
-    /// As the config names it (expanded).
+    /// As the config (or the variable) names it, expanded.
     pub path: PathBuf,
-    /// The setting naming it: `identity_file of destination usb`.
+    /// What names it: the setting (`identity_file of destination usb`) when the config does, else the whole phrase
+    /// (`the passphrase file $DBACKUP_PASSPHRASE_FILE names`).
     pub field: String,
+    #[serde(default)]
+    pub named_by: NamedBy,
     /// Where it is in the snapshot, and so in the archive (its symlinks resolved): `home/payne/.config/x`.
     pub in_snapshot: PathBuf,
 }
@@ -45,10 +50,13 @@ pub struct LeftOut {
 impl LeftOut {
     /// The line the dry run and the run show for a destination `dest` whose archive leaves it out.
     pub fn line(&self, dest: &str) -> String {
+        let named = match self.named_by {
+            NamedBy::Config => format!("the config's {}", self.field),
+            NamedBy::Environment | NamedBy::Default => self.field.clone(),
+        };
         format!(
-            "left out of {dest}: {}, the config's {}; this destination is not encrypted",
-            self.path.display(),
-            self.field
+            "left out of {dest}: {}, {named}; this destination is not encrypted",
+            self.path.display()
         )
     }
 }

@@ -750,6 +750,7 @@ fn a_secret_in_the_snapshot_is_left_out_of_a_plain_drive_only() {
     let secret = super::sets::LeftOut {
         path: "/home/u/key".into(),
         field: "identity_file of destination safe".into(),
+        named_by: crate::settings::NamedBy::Config,
         in_snapshot: "home/u/.config/dbackup/identity.txt".into(),
     };
     let mut w = world();

@@ -222,7 +222,7 @@ impl KeyRing {
         {
             return Ok(p.clone());
         }
-        let from_file = std::env::var_os("DBACKUP_PASSPHRASE_FILE").is_some() || file.is_some();
+        let from_file = std::env::var_os(crypt::PASSPHRASE_FILE_VAR).is_some() || file.is_some();
         if ask == Ask::IfAvailable && !from_file && !has_terminal() {
             return Err(CryptError::Passphrase(
                 "the backup is encrypted to a passphrase, and there is no terminal to ask for it and no \

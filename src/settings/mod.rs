@@ -372,6 +372,62 @@ impl EncryptionSettings {
     }
 }
 
+/// One of the AWS shared files an s3 destination without `credentials_file` may read its keys from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedFile {
+    pub path: PathBuf,
+    /// `AWS shared credentials file`, `AWS config file`.
+    pub what: &'static str,
+    /// The variable naming it (`AWS_SHARED_CREDENTIALS_FILE`), when it is set; else it is the default place.
+    pub variable: Option<&'static str>,
+}
+
+/// The AWS shared credentials file (`$AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and config file
+/// (`$AWS_CONFIG_FILE`, else `~/.aws/config`), in the order an s3 destination without `credentials_file` reads them
+/// (`cloud::credentials`).
+pub(crate) fn aws_shared_files(env: &Env) -> [SharedFile; 2] {
+    let shared = |what, variable, default: &str| {
+        let named = env.var(variable);
+        SharedFile {
+            path: named.map_or_else(|| env.home.join(default), PathBuf::from),
+            what,
+            variable: named.map(|_| variable),
+        }
+    };
+    [
+        shared(
+            "AWS shared credentials file",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            ".aws/credentials",
+        ),
+        shared("AWS config file", "AWS_CONFIG_FILE", ".aws/config"),
+    ]
+}
+
+/// A secret file dbackup reads ([`Settings::secret_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// Expanded (`$DBACKUP_PASSPHRASE_FILE`'s as the variable says).
+    pub path: PathBuf,
+    /// What names it: the setting (`identity_file of destination usb`) when the config does, else the whole phrase
+    /// (`the passphrase file $DBACKUP_PASSPHRASE_FILE names`).
+    pub field: String,
+    pub named_by: NamedBy,
+}
+
+/// What names a secret file dbackup reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedBy {
+    /// A setting of the config.
+    #[default]
+    Config,
+    /// An environment variable (`$DBACKUP_PASSPHRASE_FILE`, `$AWS_SHARED_CREDENTIALS_FILE`).
+    Environment,
+    /// Nothing: the AWS tools' default place (`~/.aws/credentials`).
+    Default,
+}
+
 impl Settings {
     /// Every destination's name: the drives', then the cloud destinations', each in config order.
     pub fn destination_names(&self) -> Vec<&str> {
@@ -382,11 +438,25 @@ impl Settings {
             .collect()
     }
 
-    /// The files this config names as secrets, each once with the setting that names it (`identity_file of
+    /// The secret files dbackup reads, each once with what names it: first those the config names (`identity_file of
     /// destination usb`): every destination's `identity_file` and `passphrase_file`, and each bucket's
-    /// `credentials_file`. An unencrypted destination's archives leave them out (`external::observe`).
-    pub fn secret_files(&self) -> Vec<(PathBuf, String)> {
-        let mut out: Vec<(PathBuf, String)> = Vec::new();
+    /// `credentials_file`; then those it names not: the passphrase file `$DBACKUP_PASSPHRASE_FILE` names (read
+    /// whenever a passphrase is), and the AWS shared credentials and config files of each s3 destination without
+    /// `credentials_file` (read for its keys unless the environment holds them). The top-level `encryption`'s files
+    /// need no entry of their own: every destination without an `encryption` of its own carries it, so with one at
+    /// the top level no destination is unencrypted. An unencrypted destination's archives leave them all out
+    /// (`external::observe`).
+    pub fn secret_files(&self, env: &Env) -> Vec<SecretFile> {
+        let mut out: Vec<SecretFile> = Vec::new();
+        let mut add = |path: &PathBuf, field: String, named_by: NamedBy| {
+            if !out.iter().any(|f| &f.path == path) {
+                out.push(SecretFile {
+                    path: path.clone(),
+                    field,
+                    named_by,
+                });
+            }
+        };
         let encrypted = (self
             .destinations
             .iter()
@@ -406,11 +476,37 @@ impl Settings {
                 ("credentials_file", credentials),
             ];
             for (field, path) in named {
-                if let Some(path) = path
-                    && !out.iter().any(|(p, _)| p == path)
-                {
-                    out.push((path.clone(), format!("{field} of destination {name}")));
+                if let Some(path) = path {
+                    add(
+                        path,
+                        format!("{field} of destination {name}"),
+                        NamedBy::Config,
+                    );
                 }
+            }
+        }
+        if let Some(file) = env.var(crypt::PASSPHRASE_FILE_VAR) {
+            add(
+                &PathBuf::from(file),
+                format!("the passphrase file ${} names", crypt::PASSPHRASE_FILE_VAR),
+                NamedBy::Environment,
+            );
+        }
+        let keyless = (self.clouds.iter())
+            .filter(|c| c.kind == CloudKind::S3 && c.credentials_file.is_none());
+        for c in keyless {
+            for f in aws_shared_files(env) {
+                let (field, named_by) = match f.variable {
+                    Some(v) => (
+                        format!("the {} of destination {} (${v})", f.what, c.name),
+                        NamedBy::Environment,
+                    ),
+                    None => (
+                        format!("the {} of destination {}", f.what, c.name),
+                        NamedBy::Default,
+                    ),
+                };
+                add(&f.path, field, named_by);
             }
         }
         out
@@ -2210,6 +2306,8 @@ mod tests {
 
     /// The secret files a config names: each destination's identity and passphrase files and a bucket's credentials
     /// file, each once (a top-level identity every destination carries is named by the first), with its setting.
+    /// The top-level `encryption`'s files need no entry of their own: with one, every destination is encrypted (its
+    /// own, or the top level's; `"encryption": null` is no opt-out), so none could receive them in the clear.
     #[test]
     fn the_secret_files_are_every_identity_passphrase_and_credentials_file_once() {
         let e = env(Path::new("/home/u"), &[]);
@@ -2226,16 +2324,102 @@ mod tests {
             &e,
         )
         .unwrap();
-        let got: Vec<(String, String)> = (s.secret_files().into_iter())
-            .map(|(p, f)| (p.display().to_string(), f))
+        let got: Vec<(String, String, NamedBy)> = (s.secret_files(&e).into_iter())
+            .map(|f| (f.path.display().to_string(), f.field, f.named_by))
             .collect();
         let want = [
             ("/home/u/id.txt", "identity_file of destination T9"),
             ("/home/u/pass", "passphrase_file of destination pw"),
             ("/home/u/s3.ini", "credentials_file of destination off"),
         ]
-        .map(|(p, f)| (p.to_string(), f.to_string()));
+        .map(|(p, f)| (p.to_string(), f.to_string(), NamedBy::Config));
         assert_eq!(got, want);
+        let unencrypted: Vec<&str> = (s.destinations.iter().map(|d| (&d.name, &d.encryption)))
+            .chain(s.clouds.iter().map(|c| (&c.name, &c.encryption)))
+            .filter(|(_, e)| e.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(unencrypted, Vec::<&str>::new());
+    }
+
+    /// The secret files dbackup reads that the config does not name: the file `$DBACKUP_PASSPHRASE_FILE` names (once,
+    /// as the config's when it names it too), and the AWS shared credentials and config files (each variable's, else
+    /// the default place) of the s3 destinations without `credentials_file`, once; a b2 destination reads no file.
+    #[test]
+    fn the_secret_files_include_those_the_environment_and_aws_defaults_name() {
+        let config = r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                 "destinations": [
+                   { "name": "pw", "path": "/media/pw",
+                     "encryption": { "passphrase": true, "passphrase_file": "~/pass" } },
+                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
+                     "allow_unencrypted": true },
+                   { "name": "off2", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt2",
+                     "allow_unencrypted": true },
+                   { "name": "b2", "kind": "b2", "bucket": "bkt3", "bucket_id": "4a48fe8875c6214145260818",
+                     "allow_unencrypted": true } ] }"#;
+        let got = |vars: &[(&str, &str)]| -> Vec<(String, String, NamedBy)> {
+            let e = env(Path::new("/home/u"), vars);
+            (build(config, &e).unwrap().secret_files(&e).into_iter())
+                .map(|f| (f.path.display().to_string(), f.field, f.named_by))
+                .collect()
+        };
+        let want = |rows: &[(&str, &str, NamedBy)]| -> Vec<(String, String, NamedBy)> {
+            rows.iter()
+                .map(|(p, f, n)| (p.to_string(), f.to_string(), *n))
+                .collect()
+        };
+        let pass = (
+            "/home/u/pass",
+            "passphrase_file of destination pw",
+            NamedBy::Config,
+        );
+        assert_eq!(
+            got(&[]),
+            want(&[
+                pass,
+                (
+                    "/home/u/.aws/credentials",
+                    "the AWS shared credentials file of destination off",
+                    NamedBy::Default
+                ),
+                (
+                    "/home/u/.aws/config",
+                    "the AWS config file of destination off",
+                    NamedBy::Default
+                ),
+            ])
+        );
+        assert_eq!(
+            got(&[
+                ("DBACKUP_PASSPHRASE_FILE", "/run/pass"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/etc/aws/creds"),
+                ("AWS_CONFIG_FILE", "/home/u/.aws/config"),
+            ]),
+            want(&[
+                pass,
+                (
+                    "/run/pass",
+                    "the passphrase file $DBACKUP_PASSPHRASE_FILE names",
+                    NamedBy::Environment
+                ),
+                (
+                    "/etc/aws/creds",
+                    "the AWS shared credentials file of destination off ($AWS_SHARED_CREDENTIALS_FILE)",
+                    NamedBy::Environment
+                ),
+                (
+                    "/home/u/.aws/config",
+                    "the AWS config file of destination off ($AWS_CONFIG_FILE)",
+                    NamedBy::Environment
+                ),
+            ])
+        );
+        // The variable naming the config's own passphrase file: once, as the config's.
+        assert_eq!(
+            got(&[("DBACKUP_PASSPHRASE_FILE", "/home/u/pass")])[..1],
+            want(&[pass])[..]
+        );
+        assert_eq!(got(&[("DBACKUP_PASSPHRASE_FILE", "/home/u/pass")]).len(), 3);
     }
 
     #[test]

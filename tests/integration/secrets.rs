@@ -4,7 +4,9 @@
 //! each a distinctive marker; every command run in its modes (`--json`, `--dry-run`, `-v`, `-vv`) and its errors on
 //! purpose (wrong key, wrong identity, wrong passphrase, server killed, closed port); then stdout, stderr, every file
 //! dbackup wrote (backup root, drive, state, pages), the bucket's objects, `serve`'s answers, the rendered units and
-//! the notifications' bodies are searched for the markers.
+//! the notifications' bodies are searched for the markers. Then the secret files dbackup reads that the config does
+//! not name (`$DBACKUP_PASSPHRASE_FILE`'s, the AWS shared files), kept in the backed-up home: a plain drive's or
+//! bucket's archive leaves them out as it does the config's.
 
 use std::fs;
 use std::net::TcpListener;
@@ -508,4 +510,326 @@ fn credentials_among_a_notification_commands_arguments_are_not_shown() {
         "-H Authorization: *** -u *** --token *** --password=*** --header=authorization: *** https://ntfy.sh/***",
     );
     crate::process::command_sink_shown(&t, clean);
+}
+
+/// A secret dbackup reads though the config does not name it, kept in the backed-up home: the file, what the
+/// "left out" line calls it, and a marker only its content holds.
+struct Unnamed {
+    path: std::path::PathBuf,
+    called: String,
+    marker: String,
+}
+
+impl Unnamed {
+    /// The file `rel` (mode 0600) holding `content`, which holds `marker`.
+    fn write(t: &Test, rel: &str, content: &str, called: &str, marker: &str) -> Unnamed {
+        assert!(content.contains(marker));
+        Unnamed {
+            path: t.write_secret(rel, content),
+            called: called.to_string(),
+            marker: marker.to_string(),
+        }
+    }
+
+    /// Where the snapshot (and so the archive) holds it: its path without the leading `/`.
+    fn in_archive(&self) -> String {
+        self.path
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+            .to_string()
+    }
+}
+
+/// The passphrase file `$DBACKUP_PASSPHRASE_FILE` names, in `~/.config/dbackup` (the test sets the variable).
+fn env_passphrase(t: &Test) -> Unnamed {
+    Unnamed::write(
+        t,
+        "home/.config/dbackup/passphrase",
+        "MK-envpass-staple-battery-3317\n",
+        "the passphrase file $DBACKUP_PASSPHRASE_FILE names",
+        "MK-envpass-staple",
+    )
+}
+
+/// The `safe` drive (a directory of the test, passphrase-encrypted), then `others`, backing up the whole home.
+fn home_config(t: &Test, others: &str) -> String {
+    std::fs::create_dir_all(t.path("safe")).unwrap();
+    t.write("home/docs/todo.txt", "buy milk\n");
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["~"] }} ],
+             "external": {{ "mode": "all" }},
+             "destinations": [ {{ "name": "safe", "path": "{{tmp}}/safe", "require_mount": false,
+                                  "encryption": {{ "passphrase": true }} }}, {others} ] }}"#
+    )
+}
+
+/// What a plain destination `dest`'s dry run or run printed (`said`) names each of `secrets` left out, once.
+#[track_caller]
+fn says_left_out(said: &str, dest: &str, secrets: &[Unnamed]) {
+    for s in secrets {
+        let line = format!(
+            "left out of {dest}: {}, {}; this destination is not encrypted",
+            s.path.display(),
+            s.called
+        );
+        assert_eq!(said.matches(&line).count(), 1, "{line:?} in:\n{said}");
+    }
+    assert!(!said.contains("left out of safe"), "{said}");
+}
+
+/// `tar -tf` of `archive`, which must list `home/docs/todo.txt` (so the listing is read) and none of `secrets`.
+#[track_caller]
+fn archive_lists_none_of(archive: &Path, secrets: &[Unnamed]) {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar -tf {}", archive.display());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("/docs/todo.txt"), "{listing}");
+    for s in secrets {
+        assert!(
+            !listing
+                .lines()
+                .any(|l| l.trim_end_matches('/') == s.in_archive()),
+            "{} is in {}:\n{listing}",
+            s.in_archive(),
+            archive.display()
+        );
+    }
+}
+
+/// The encrypted `safe` drive keeps every one of `secrets`: restored from it, each comes back whole.
+#[track_caller]
+fn safe_keeps(t: &Test, secrets: &[Unnamed]) {
+    let out = t.path("restored-safe");
+    t.restore_drive(&t.path("safe"))
+        .args(["--all", "--target"])
+        .args([&out])
+        .status(0);
+    for s in secrets {
+        let kept = out.join(s.in_archive());
+        assert_eq!(fs::read(&kept).unwrap(), fs::read(&s.path).unwrap());
+    }
+}
+
+/// What people and programs read of this world (`--json` status, the status page, the run log and every other file
+/// under the state directory, and `printed`) holds none of the secrets' contents.
+#[track_caller]
+fn shown_nowhere(t: &Test, mut printed: Vec<(String, String)>, secrets: &[Unnamed]) {
+    for args in [
+        &["--json", "status"][..],
+        &["status"],
+        &["report", "--out", "-"],
+    ] {
+        let out = t.cmd().args(args).output();
+        printed.push((
+            format!("dbackup {}", args.join(" ")),
+            format!("{}\n{}", out.stdout, out.stderr),
+        ));
+    }
+    printed.extend(files_under(&t.path("state"), &[]));
+    let markers: Vec<String> = secrets.iter().map(|s| s.marker.clone()).collect();
+    let found = leaks(&printed, &markers);
+    assert!(found.is_empty(), "secrets shown:\n{}", found.join("\n"));
+}
+
+/// Secrets dbackup reads that the config does not name, in the backed-up home: the passphrase file
+/// `$DBACKUP_PASSPHRASE_FILE` names (read to encrypt the `safe` drive), and the AWS shared credentials and config files
+/// an s3 destination without `credentials_file` takes its keys from (`$AWS_SHARED_CREDENTIALS_FILE`, here in
+/// `~/.config/aws`; `$AWS_CONFIG_FILE` unset, so `~/.aws/config`). The plain drive's archive lists none of them
+/// (`tar -tf`) and no file on the drive holds their contents; the dry run (text and JSON) and the run say each is left
+/// out; the encrypted drive keeps them; nothing printed or logged shows their contents. Before: all three went to the
+/// plain drive in plaintext.
+#[test]
+fn secrets_the_config_does_not_name_stay_off_a_plain_drive() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("plain")).unwrap();
+    let secrets = [
+        env_passphrase(&t),
+        Unnamed::write(
+            &t,
+            "home/.config/aws/credentials",
+            "[default]\naws_access_key_id = GKMKsharedid\naws_secret_access_key = MKsharedsecret0042\n",
+            "the AWS shared credentials file of destination offsite ($AWS_SHARED_CREDENTIALS_FILE)",
+            "MKsharedsecret0042",
+        ),
+        Unnamed::write(
+            &t,
+            "home/.aws/config",
+            "[profile other]\naws_access_key_id = GKMKconfigid\naws_secret_access_key = MKconfigsecret0042\n",
+            "the AWS config file of destination offsite",
+            "MKconfigsecret0042",
+        ),
+    ];
+    let others = format!(
+        r#"{{ "name": "plain", "path": "{{tmp}}/plain", "require_mount": false }},
+           {{ "name": "offsite", "kind": "s3", "endpoint": "http://127.0.0.1:{}", "bucket": "bkt", "region": "{REGION}",
+             "allow_unencrypted": true, "retries": 1, "timeout_seconds": 5 }}"#,
+        closed_port()
+    );
+    let config = home_config(&t, &others);
+    let t = t
+        .config(&config)
+        .env("DBACKUP_PASSPHRASE_FILE", &secrets[0].path)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &secrets[1].path);
+    t.cmd().args(["collect"]).status(0);
+
+    let mut printed = Vec::new();
+    let plan = t
+        .cmd()
+        .args(["--dry-run", "external", "--destination", "plain"])
+        .status(0);
+    says_left_out(&plan.stdout, "plain", &secrets);
+    let json = t
+        .cmd()
+        .args(["--json", "--dry-run", "external", "--destination", "plain"])
+        .status(0);
+    let value: serde_json::Value = json.json();
+    crate::json::assert_valid("external-plan", &value);
+    let listed: Vec<&str> = (value["sets"][0]["secrets"].as_array().unwrap().iter())
+        .filter_map(|s| s["path"].as_str())
+        .collect();
+    for s in &secrets {
+        assert!(listed.contains(&s.path.to_str().unwrap()), "{value:#}");
+    }
+    let run = t
+        .cmd()
+        .args(["external", "--destination", "plain"])
+        .status(0);
+    says_left_out(&run.stderr, "plain", &secrets);
+    let safe = t
+        .cmd()
+        .args(["external", "--destination", "safe"])
+        .status(0);
+    assert!(!safe.stderr.contains("left out"), "{}", safe.stderr);
+    for (what, out) in [
+        ("plan", &plan),
+        ("json plan", &json),
+        ("run", &run),
+        ("safe", &safe),
+    ] {
+        printed.push((what.to_string(), format!("{}\n{}", out.stdout, out.stderr)));
+    }
+
+    let on_plain = files_under(&t.path("plain"), &[]);
+    let archive = (on_plain.iter())
+        .find(|(p, _)| p.ends_with("/docs.tar"))
+        .map(|(p, _)| std::path::PathBuf::from(p))
+        .expect("the plain drive holds docs.tar");
+    archive_lists_none_of(&archive, &secrets);
+    let markers: Vec<String> = secrets.iter().map(|s| s.marker.clone()).collect();
+    let found = leaks(&on_plain, &markers);
+    assert!(
+        found.is_empty(),
+        "on the plain drive:\n{}",
+        found.join("\n")
+    );
+    assert!(
+        !leaks(&on_plain, &["buy milk".to_string()]).is_empty(),
+        "the search works: the plain drive holds the home in the clear"
+    );
+    safe_keeps(&t, &secrets);
+    shown_nowhere(&t, printed, &secrets);
+}
+
+/// A plain bucket on Garage whose keys dbackup reads from `~/.aws/credentials` (no `credentials_file`, none in the
+/// environment), beside a drive encrypted to the passphrase `$DBACKUP_PASSPHRASE_FILE` names, both files in the
+/// backed-up home with `~/.aws/config`: the bucket's archive (its parts joined) lists none of them (`tar -tf`), no
+/// object holds their contents (the keys included), the dry run and the run say each is left out, the drive keeps
+/// them, and nothing printed or logged shows their contents. Before: the bucket held all three in plaintext.
+#[test]
+fn secrets_the_config_does_not_name_stay_off_a_plain_bucket() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = Test::new();
+    let secrets = [
+        env_passphrase(&t),
+        Unnamed::write(
+            &t,
+            "home/.aws/credentials",
+            &format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                g.key.id, g.key.secret
+            ),
+            "the AWS shared credentials file of destination offsite",
+            &g.key.secret,
+        ),
+        Unnamed::write(
+            &t,
+            "home/.aws/config",
+            "[default]\nregion = garage\n# MKawsconfig-marker\n",
+            "the AWS config file of destination offsite",
+            "MKawsconfig-marker",
+        ),
+    ];
+    let others = format!(
+        r#"{{ "name": "offsite", "kind": "s3", "endpoint": "{}", "bucket": "{}", "region": "{REGION}",
+             "prefix": "laptop", "allow_unencrypted": true, "retries": 1, "timeout_seconds": 10 }}"#,
+        g.endpoint(),
+        g.bucket
+    );
+    let config = home_config(&t, &others);
+    let mut t = t
+        .config(&config)
+        .env("DBACKUP_PASSPHRASE_FILE", &secrets[0].path);
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    t.cmd().args(["collect"]).status(0);
+
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0);
+    says_left_out(&plan.stdout, "offsite", &secrets);
+    let run = t.cmd().args(["--json", "external"]).status(0);
+    says_left_out(&run.stderr, "offsite", &secrets);
+    let printed = [("plan", &plan), ("run", &run)]
+        .map(|(what, out)| (what.to_string(), format!("{}\n{}", out.stdout, out.stderr)))
+        .to_vec();
+
+    let objects: Vec<(String, Vec<u8>)> = (s3.list("laptop/").into_iter())
+        .map(|(key, _)| {
+            let bytes = s3.get(&key);
+            (key, bytes)
+        })
+        .collect();
+    let mut parts: Vec<&(String, Vec<u8>)> = (objects.iter())
+        .filter(|(k, _)| k.contains("/docs.tar.part"))
+        .collect();
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        !parts.is_empty(),
+        "{:?}",
+        objects.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
+    let archive = t.path("docs.tar");
+    fs::write(
+        &archive,
+        parts
+            .iter()
+            .flat_map(|(_, b)| b.clone())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    archive_lists_none_of(&archive, &secrets);
+    let texts: Vec<(String, String)> = (objects.iter())
+        .map(|(k, b)| {
+            (
+                format!("object {k}"),
+                String::from_utf8_lossy(b).into_owned(),
+            )
+        })
+        .collect();
+    let mut markers: Vec<String> = secrets.iter().map(|s| s.marker.clone()).collect();
+    markers.push(g.key.id.clone());
+    let found = leaks(&texts, &markers);
+    assert!(found.is_empty(), "on the bucket:\n{}", found.join("\n"));
+    assert!(
+        !leaks(&texts, &["buy milk".to_string()]).is_empty(),
+        "the search works: the bucket holds the home in the clear"
+    );
+    safe_keeps(&t, &secrets);
+    shown_nowhere(&t, printed, &secrets);
 }
