@@ -248,7 +248,10 @@ pub fn render(input: &DocInput) -> String {
         }
     }
     if mkfs.is_empty() {
-        let _ = writeln!(o, "No filesystem is to be recreated: each one comes back with its image.\n");
+        let _ = writeln!(
+            o,
+            "No filesystem is to be recreated: each one comes back with its image.\n"
+        );
     } else {
         let _ = writeln!(
             o,
@@ -734,7 +737,9 @@ mod tests {
         let text = guide_with_images(false);
         assert!(!text.contains("mkfs.fat"), "{text}");
         assert!(
-            text.contains("mkfs.ext4 -U bb62494d-55d0-4a8c-a592-c4d9bed6278f /dev/NEWDISK-nvme0n1p2"),
+            text.contains(
+                "mkfs.ext4 -U bb62494d-55d0-4a8c-a592-c4d9bed6278f /dev/NEWDISK-nvme0n1p2"
+            ),
             "{text}"
         );
         assert!(!text.contains("< sfdisk-nvme0n1.dump"), "{text}");
