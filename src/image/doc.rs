@@ -128,24 +128,7 @@ pub fn render(input: &DocInput) -> String {
 
     let _ = writeln!(o, "## 2. Partitions and filesystems\n");
     if !input.images.is_empty() {
-        let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
-        let _ = writeln!(
-            o,
-            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
-             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
-            if disks.is_empty() {
-                String::new()
-            } else {
-                format!(" of {}", disks.join(", "))
-            }
-        );
-        let _ = writeln!(
-            o,
-            "    dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --dry-run\n    \
-             dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --grow\n",
-            input.stamp.unwrap_or("STAMP"),
-            identity_arg(input)
-        );
+        restore_commands(&mut o, input);
         let _ = writeln!(o, "| image | filesystem | UUID | size | in use |");
         let _ = writeln!(o, "|---|---|---|---|---|");
         for i in input.images {
@@ -405,6 +388,70 @@ pub fn render(input: &DocInput) -> String {
     o
 }
 
+/// The `dbackup image restore` commands: the partition images with their table onto the new disk; each image of a
+/// filesystem without a partition table (a whole disk's, an LVM volume's) onto a device of its own.
+fn restore_commands(o: &mut String, input: &DocInput) {
+    let (tabled, tableless): (Vec<&ImageRecord>, Vec<&ImageRecord>) =
+        input.images.iter().partition(|i| i.disk.is_some());
+    // Names from backup.json: one shell word each in a command to be pasted.
+    let names = |images: &[&ImageRecord]| -> String {
+        images
+            .iter()
+            .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
+            .collect()
+    };
+    let pair = |o: &mut String, args: &str| {
+        let _ = writeln!(
+            o,
+            "    dbackup image restore --drive /mnt/backup --from {0}{1}{2} --dry-run\n    \
+             dbackup image restore --drive /mnt/backup --from {0}{1}{2} --grow",
+            input.stamp.unwrap_or("STAMP"),
+            args,
+            identity_arg(input)
+        );
+    };
+    if !tabled.is_empty() {
+        let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
+             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
+            if disks.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", disks.join(", "))
+            }
+        );
+        // Beside images without a table, these are named: a disk's restore takes the images of one disk.
+        let named = if tableless.is_empty() {
+            String::new()
+        } else {
+            names(&tabled)
+        };
+        pair(o, &format!("{named} --to /dev/NEWDISK"));
+        let _ = writeln!(o);
+    }
+    if !tableless.is_empty() {
+        let _ = writeln!(
+            o,
+            "This backup holds images of filesystems without a partition table (a whole disk's, an LVM volume's). \
+             Restore each onto a device of its own, at least as large (`/dev/NEWDISK-<name>` stands for the one \
+             that takes the place of `<name>`; `--grow` grows the filesystem to the end of a larger one):\n"
+        );
+        for i in &tableless {
+            pair(
+                o,
+                &format!(
+                    "{} --to /dev/NEWDISK-{}",
+                    names(&[*i]),
+                    stdx::shell_word(&i.name)
+                ),
+            );
+        }
+        let _ = writeln!(o);
+    }
+}
+
 /// The images' restore with only sha256sum, sfdisk, zstd, partclone.restore (and age): commands to paste, naming
 /// this backup's files on the drive, every file checked before the first write; and what a pipe stopped mid-way
 /// leaves.
@@ -422,8 +469,9 @@ fn plain_tools(o: &mut String, input: &DocInput) {
          backup against its recorded sum, so a damaged image is found before anything is written (stop at any \
          `FAILED`); then write the table (without its `last-lba:` line: the new disk has its own end) and each image \
          onto its partition. `/dev/NEWDISK-<name>` is the new disk's partition of the same number as `<name>` \
-         (`/dev/sdb2`, `/dev/nvme1n1p2`): check that `lsblk /dev/NEWDISK` lists it before writing to it (if not, \
-         `partx -a /dev/NEWDISK`), or partclone writes a file under /dev instead.\n",
+         (`/dev/sdb2`, `/dev/nvme1n1p2`; for an image without a partition table, a device of its own): check that \
+         `lsblk /dev/NEWDISK` lists it before writing to it (if not, `partx -a /dev/NEWDISK`), or partclone writes \
+         a file under /dev instead.\n",
         if input.encrypted {
             " (and age, with the identity in `identity.txt`)"
         } else {

@@ -16,7 +16,8 @@ use testkit::loopdev::Drive;
 
 use crate::harness::Test;
 use crate::loopdev_image::{
-    LoopDisk, MIB, Root, config, disk_with_root, image_backup, look_at_root, require,
+    LoopDisk, MIB, RoMount, Root, config, disk_with_root, image_backup, look_at_root, manifest,
+    require, root_tree,
 };
 
 /// The tools the guide's plain way names, beyond the imaging tests'.
@@ -64,8 +65,12 @@ fn substitute(line: &str, t9: &Drive, meta: &BackupMeta, target: &LoopDisk) -> S
     for i in &meta.system.as_ref().unwrap().images {
         let name = format!("/dev/NEWDISK-{}", i.name);
         if line.contains(&name) {
-            let part = target.part(i.partition.expect("a partition's image"));
-            line = line.replace(&name, &part.display().to_string());
+            // An image without a partition table goes onto a device of its own.
+            let node = match i.partition {
+                Some(n) => target.part(n),
+                None => target.device.clone(),
+            };
+            line = line.replace(&name, &node.display().to_string());
         }
     }
     line.replace("/dev/NEWDISK", &target.device.display().to_string())
@@ -159,7 +164,7 @@ fn walk(encrypted: bool) {
         false => fs::read_to_string(dir.join("system/RESTORE-SYSTEM.md")).unwrap(),
     };
     let plain = commands(&guide, "Without dbackup", "A pipe that stops");
-    let with_dbackup = commands(&guide, "This backup holds partition images", "| image |");
+    let with_dbackup = commands(&guide, "This backup holds", "| image |");
     assert_eq!(
         plain.len(),
         4,
@@ -233,4 +238,69 @@ fn t9_the_restore_guide_of_an_encrypted_image_restores_as_written() {
         return;
     }
     walk(true);
+}
+
+/// A loop device holding an ext4 filesystem with no partition table (a whole disk's, as an LVM volume's would be)
+/// imaged, and its guide walked as written: its dbackup commands onto a larger blank device (the dry run writes
+/// nothing; grown to its end), its plain-tools commands onto one of the same size; fsck clean, every file the same.
+/// Before, the guide gave the whole-disk restore for it, which dbackup refused ("restoring them onto a disk is not
+/// supported").
+#[test]
+fn t9_the_restore_guide_of_a_filesystem_without_a_partition_table_restores_as_written() {
+    if !require() || !testkit::require_tools(PLAIN_TOOLS, "apt-get install partclone zstd age") {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&config(&t9, ""));
+    let tree = t.path("tree");
+    root_tree(&tree, 1 << 20);
+    let old = blank_disk(&t, "old.img", 128 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-d".as_ref(),
+            tree.as_os_str(),
+            old.device.as_os_str(),
+        ],
+    );
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([&old.device])
+        .status(0);
+    let (dir, meta) = image_backup(&t9);
+    let guide = fs::read_to_string(dir.join("system/RESTORE-SYSTEM.md")).unwrap();
+    let plain = commands(&guide, "Without dbackup", "A pipe that stops");
+    let with_dbackup = commands(&guide, "This backup holds", "| image |");
+    assert_eq!(plain.len(), 2, "the sum check, the image: {guide}");
+    assert_eq!(with_dbackup.len(), 2, "{guide}");
+    let files = |dev: &LoopDisk, at: &str| {
+        testkit::run(
+            "e2fsck",
+            ["-f".as_ref(), "-n".as_ref(), dev.device.as_os_str()],
+        );
+        let m = RoMount::new(&dev.device, &t.path(at));
+        let st = rustix::fs::statvfs(&m.0).unwrap();
+        (manifest(&m.0), st.f_blocks * st.f_frsize)
+    };
+    let (want, old_size) = files(&old, "mnt/old");
+    assert!(want.len() > 35, "{want:#?}");
+
+    let larger = blank_disk(&t, "larger.img", 256 * MIB);
+    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[0], &larger, &[]);
+    assert_eq!(out.code, 0, "{out:?}\n{guide}");
+    assert_eq!(written(&t, "larger.img", &larger), 0, "the dry run wrote");
+    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[1], &larger, &["--yes"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let (got, size) = files(&larger, "mnt/larger");
+    assert_eq!(want, got);
+    assert!(size > old_size + 100 * MIB, "grown: {old_size} -> {size}");
+    drop(larger);
+
+    let same = blank_disk(&t, "same.img", 128 * MIB);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &same);
+    assert_eq!(done, plain.len(), "{failed}\n{guide}");
+    assert_eq!(want, files(&same, "mnt/plain").0);
 }
