@@ -4,8 +4,8 @@
 //! `/dev/NEWDISK` and `/dev/NEWDISK-<name>` substituted, and run: dbackup's way onto a larger blank disk (the dry run
 //! first, which writes nothing), the plain tools' way (sha256sum, sfdisk, zstd, partclone.restore, age) onto one of
 //! the same size; each gives back filesystems that fsck passes and a root whose every file matches. A smaller disk is
-//! refused with the sizes and a damaged image (a byte flipped in its middle) is found, both ways, before anything is
-//! written.
+//! refused with the sizes, a mounted one and the disk this system runs on as in use, and a damaged image (a byte
+//! flipped in its middle) is found, both ways, before anything is written.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -121,6 +121,24 @@ fn run_dbackup(
     t.cmd().args(&words[1..]).args(extra).output()
 }
 
+/// The disk the root filesystem is on (`/dev/vda`), when it is one.
+fn system_disk() -> Option<String> {
+    let (ok, source, _, _) = testkit::try_run("findmnt", ["-n", "-o", "SOURCE", "/"]);
+    let source = source.trim();
+    if !ok || !source.starts_with("/dev/") {
+        return None;
+    }
+    let (_, parent, _, _) = testkit::try_run("lsblk", ["-n", "-d", "-o", "PKNAME", source]);
+    let disk = match parent.trim() {
+        "" => source.to_string(),
+        p => format!("/dev/{p}"),
+    };
+    use std::os::unix::fs::FileTypeExt;
+    fs::metadata(&disk)
+        .is_ok_and(|m| m.file_type().is_block_device())
+        .then_some(disk)
+}
+
 /// Partition 1 (the ESP) and 2 (the root) of `restored` pass fsck, and the root's files are `old`'s.
 fn same_disk(t: &Test, old: &LoopDisk, restored: &LoopDisk, at: &str) {
     testkit::run("fsck.fat", ["-n".as_ref(), restored.part(1).as_os_str()]);
@@ -188,7 +206,21 @@ fn walk(encrypted: bool) {
     let out = run_dbackup(&t, &t9, &meta, restore, &larger, &["--yes"]);
     assert_eq!(out.code, 0, "{out:?}");
     same_disk(&t, &disk, &larger, "mnt/larger");
+    // Mounted, it is refused (the dry run line: it checks as the restore does), as is the disk this system runs on.
+    let mounted = RoMount::new(&larger.part(2), &t.path("mnt/mounted"));
+    let out = run_dbackup(&t, &t9, &meta, dry_run, &larger, &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    out.stderr_has("is in use");
+    drop(mounted);
     drop(larger);
+    if let Some(system) = system_disk() {
+        let line = dry_run
+            .replace("/mnt/backup", &t9.mount_point().display().to_string())
+            .replace("/dev/NEWDISK", &system);
+        let out = t.cmd().args(line.split_whitespace().skip(1)).output();
+        assert_eq!(out.code, 1, "{out:?}");
+        out.stderr_has("is in use");
+    }
 
     // A smaller one: refused with the sizes by dbackup, by sfdisk on the plain way; nothing written.
     let smaller = blank_disk(&t, "smaller.img", 200 * MIB);
