@@ -720,19 +720,7 @@ mod tests {
     /// pasted on a machine without the config each stopped with "no identity was given".
     #[test]
     fn an_encrypted_kits_restore_commands_pass_the_identity() {
-        let f = facts(false);
-        let (images, tables, sets) = images_tables_sets();
-        let text = render(&DocInput {
-            facts: &f,
-            pieces: &pieces(),
-            images: &images,
-            tables: &tables,
-            stamp: Some("2026-12-05-031500"),
-            destination: Some("T9"),
-            sets: &sets,
-            encrypted: true,
-            generated: "2026-12-05 03:15:00 +01:00",
-        });
+        let text = guide_with_images(true);
         let commands: Vec<&str> = text
             .lines()
             .filter(|l| {
