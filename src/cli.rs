@@ -698,7 +698,9 @@ RESTORE-SYSTEM.md in the backup's system/ folder says how.
 
 --to PART (a partition, with --name NAME) restores that one image onto an existing partition:
 its disk's table and the partition's PARTUUID stay as they are, the filesystem keeps its UUID,
-and --grow grows it to the partition's end.
+and --grow grows it to the partition's end. An image of a filesystem without a partition table
+(a whole disk's, an LVM volume's) goes the same way onto a block device of its own (--name NAME
+--to DEV).
 
 Examples:
   sudo dbackup --dry-run image restore --from 2026-12-05-031500 --to /dev/sdb
@@ -783,7 +785,8 @@ pub struct ImageRestoreArgs {
     #[arg(long, value_name = "STAMP")]
     pub from: String,
 
-    /// The disk (a whole block device) or disk image file to restore onto, or one partition (with --name);
+    /// The disk (a whole block device) or disk image file to restore onto, or one partition (with --name), or for
+    /// an image without a partition table a block device of its own (with --name);
     /// everything on it is overwritten
     #[arg(long, value_name = "DEV|FILE|PART")]
     pub to: PathBuf,

@@ -128,24 +128,7 @@ pub fn render(input: &DocInput) -> String {
 
     let _ = writeln!(o, "## 2. Partitions and filesystems\n");
     if !input.images.is_empty() {
-        let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
-        let _ = writeln!(
-            o,
-            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
-             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
-            if disks.is_empty() {
-                String::new()
-            } else {
-                format!(" of {}", disks.join(", "))
-            }
-        );
-        let _ = writeln!(
-            o,
-            "    dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --dry-run\n    \
-             dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --grow\n",
-            input.stamp.unwrap_or("STAMP"),
-            identity_arg(input)
-        );
+        restore_commands(&mut o, input);
         let _ = writeln!(o, "| image | filesystem | UUID | size | in use |");
         let _ = writeln!(o, "|---|---|---|---|---|");
         for i in input.images {
@@ -159,14 +142,10 @@ pub fn render(input: &DocInput) -> String {
                 stdx::bytes(i.used_bytes)
             );
         }
+        plain_tools(&mut o, input);
         let _ = writeln!(
             o,
-            "\nWithout dbackup: `sfdisk /dev/NEWDISK < <disk>.sfdisk` (after deleting its `last-lba:` line), then per \
-             partition `zstd -dc <name>.img.zst | partclone.<fs> -r -s - -o /dev/NEWDISKpN`.\n"
-        );
-        let _ = writeln!(
-            o,
-            "Filesystems that have no image are recreated empty (next step) and filled from the backup sets.\n"
+            "Filesystems that have no image are recreated empty (below) and filled from the backup sets.\n"
         );
     } else {
         let _ = writeln!(
@@ -174,18 +153,26 @@ pub fn render(input: &DocInput) -> String {
             "This backup holds no partition images: recreate the layout, then the filesystems.\n"
         );
     }
+    // A disk whose table is in the backup gets it with its images: its dump is not written again after them.
+    let imaged_disk = |disk: &str| input.tables.iter().any(|t| t.disk == disk);
     let dumps: Vec<&KitRecord> = input
         .pieces
         .iter()
-        .filter(|p| p.name.starts_with("sfdisk-") && p.name.ends_with(".dump") && p.file.is_some())
+        .filter(|p| p.file.is_some())
+        .filter(|p| {
+            p.name
+                .strip_prefix("sfdisk-")
+                .and_then(|n| n.strip_suffix(".dump"))
+                .is_some_and(|disk| !imaged_disk(disk))
+        })
         .collect();
-    if dumps.is_empty() {
+    if dumps.is_empty() && input.tables.is_empty() {
         let _ = writeln!(
             o,
             "No partition table was recorded (sfdisk needs root: run `dbackup image kit` as root once); recreate the \
              partitions from the sizes above with `fdisk` or `gdisk`.\n"
         );
-    } else {
+    } else if !dumps.is_empty() {
         for p in dumps {
             let _ = writeln!(
                 o,
@@ -197,15 +184,16 @@ pub fn render(input: &DocInput) -> String {
         }
         let _ = writeln!(o);
     }
-    let _ = writeln!(
-        o,
-        "Recreate each filesystem with its old UUID and label, so `/etc/fstab` and the boot loader find it again:\n"
-    );
+    let mut mkfs = Vec::new();
     for d in &f.disks {
         for p in &d.partitions {
             let (Some(fs), Some(uuid)) = (&p.fs_type, &p.ids.uuid) else {
                 continue;
             };
+            // Its image restores it: a mkfs after that would wipe it.
+            if input.images.iter().any(|i| i.name == p.name) {
+                continue;
+            }
             // From the disks (a plugged-in drive's too): each one shell word in a command to be pasted.
             let label = p.ids.label.as_deref().map(crate::stdx::shell_word);
             let uuid = crate::stdx::shell_word(uuid);
@@ -239,15 +227,30 @@ pub fn render(input: &DocInput) -> String {
                 ),
                 _ => continue,
             };
-            // Every part is visible already (the words above; a kernel name): escaping it again would break them.
-            let _ = writeln!(o, "    {cmd}");
+            mkfs.push(cmd);
         }
     }
-    let _ = writeln!(
-        o,
-        "\n(`/dev/NEWDISK-<name>` stands for the new partition that takes the place of `<name>`.) Then mount them \
-         under `/mnt` as `fstab` says.\n"
-    );
+    if mkfs.is_empty() {
+        let _ = writeln!(
+            o,
+            "No filesystem is to be recreated: each one comes back with its image.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Recreate each filesystem with its old UUID and label, so `/etc/fstab` and the boot loader find it \
+             again:\n"
+        );
+        // Every part is visible already (the words above; a kernel name): escaping it again would break them.
+        for cmd in mkfs {
+            let _ = writeln!(o, "    {cmd}");
+        }
+        let _ = writeln!(
+            o,
+            "\n(`/dev/NEWDISK-<name>` stands for the new partition that takes the place of `<name>`.) Then mount \
+             them under `/mnt` as `fstab` says.\n"
+        );
+    }
 
     let _ = writeln!(o, "## 3. The operating system\n");
     if f.nixos {
@@ -383,6 +386,137 @@ pub fn render(input: &DocInput) -> String {
         let _ = writeln!(o, "{}", crate::stdx::show_str(&line));
     }
     o
+}
+
+/// The `dbackup image restore` commands: the partition images with their table onto the new disk; each image of a
+/// filesystem without a partition table (a whole disk's, an LVM volume's) onto a device of its own.
+fn restore_commands(o: &mut String, input: &DocInput) {
+    let (tabled, tableless): (Vec<&ImageRecord>, Vec<&ImageRecord>) =
+        input.images.iter().partition(|i| i.disk.is_some());
+    // Names from backup.json: one shell word each in a command to be pasted.
+    let names = |images: &[&ImageRecord]| -> String {
+        images
+            .iter()
+            .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
+            .collect()
+    };
+    let pair = |o: &mut String, args: &str| {
+        let _ = writeln!(
+            o,
+            "    dbackup image restore --drive /mnt/backup --from {0}{1}{2} --dry-run\n    \
+             dbackup image restore --drive /mnt/backup --from {0}{1}{2} --grow",
+            input.stamp.unwrap_or("STAMP"),
+            args,
+            identity_arg(input)
+        );
+    };
+    if !tabled.is_empty() {
+        let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
+             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
+            if disks.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", disks.join(", "))
+            }
+        );
+        // Beside images without a table, these are named: a disk's restore takes the images of one disk.
+        let named = if tableless.is_empty() {
+            String::new()
+        } else {
+            names(&tabled)
+        };
+        pair(o, &format!("{named} --to /dev/NEWDISK"));
+        let _ = writeln!(o);
+    }
+    if !tableless.is_empty() {
+        let _ = writeln!(
+            o,
+            "This backup holds images of filesystems without a partition table (a whole disk's, an LVM volume's). \
+             Restore each onto a device of its own, at least as large (`/dev/NEWDISK-<name>` stands for the one \
+             that takes the place of `<name>`; `--grow` grows the filesystem to the end of a larger one):\n"
+        );
+        for i in &tableless {
+            pair(
+                o,
+                &format!(
+                    "{} --to /dev/NEWDISK-{}",
+                    names(&[*i]),
+                    stdx::shell_word(&i.name)
+                ),
+            );
+        }
+        let _ = writeln!(o);
+    }
+}
+
+/// The images' restore with only sha256sum, sfdisk, zstd, partclone.restore (and age): commands to paste, naming
+/// this backup's files on the drive, every file checked before the first write; and what a pipe stopped mid-way
+/// leaves.
+fn plain_tools(o: &mut String, input: &DocInput) {
+    let dir = format!(
+        "/mnt/backup/{}/{}",
+        crate::media::marker::BACKUPS_DIR,
+        input.stamp.unwrap_or("STAMP")
+    );
+    // Names from backup.json: one shell word each in a command to be pasted.
+    let path = |name: &str| stdx::shell_word(&format!("{dir}/system/{}", file(input, name)));
+    let _ = writeln!(
+        o,
+        "\nWithout dbackup, with only sha256sum, sfdisk, zstd and partclone.restore{}: first check every file of the \
+         backup against its recorded sum, so a damaged image is found before anything is written (stop at any \
+         `FAILED`); then write the table (without its `last-lba:` line: the new disk has its own end) and each image \
+         onto its partition. `/dev/NEWDISK-<name>` is the new disk's partition of the same number as `<name>` \
+         (`/dev/sdb2`, `/dev/nvme1n1p2`; for an image without a partition table, a device of its own): check that \
+         `lsblk /dev/NEWDISK` lists it before writing to it (if not, `partx -a /dev/NEWDISK`), or partclone writes \
+         a file under /dev instead.\n",
+        if input.encrypted {
+            " (and age, with the identity in `identity.txt`)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        o,
+        "    (cd {} && sha256sum --quiet -c verification.sha256)",
+        stdx::shell_word(&dir)
+    );
+    // `SOURCE | `: the file itself, or age's output.
+    let source = |name: &str| match input.encrypted {
+        true => format!("age -d -i identity.txt {} | ", path(name)),
+        false => String::new(),
+    };
+    let arg = |name: &str| match input.encrypted {
+        true => String::new(),
+        false => format!(" {}", path(name)),
+    };
+    for t in input.tables {
+        let name = super::layout::table_file(&t.disk);
+        let _ = writeln!(
+            o,
+            "    {}grep -v '^last-lba:'{} | sfdisk /dev/NEWDISK",
+            source(&name),
+            arg(&name)
+        );
+    }
+    for i in input.images {
+        let name = i.file_name_plain();
+        let _ = writeln!(
+            o,
+            "    {}zstd -dc{} | partclone.restore -s - -o /dev/NEWDISK-{}",
+            source(&name),
+            arg(&name),
+            stdx::shell_word(&i.name)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nA pipe that stops with an error (age, zstd, or partclone's `CRC error`) has left that partition holding \
+         part of a filesystem: do not mount it; write it again from an intact copy of the image. What was written \
+         before it is whole.\n"
+    );
 }
 
 impl ImageRecord {
@@ -586,19 +720,7 @@ mod tests {
     /// pasted on a machine without the config each stopped with "no identity was given".
     #[test]
     fn an_encrypted_kits_restore_commands_pass_the_identity() {
-        let f = facts(false);
-        let (images, tables, sets) = images_tables_sets();
-        let text = render(&DocInput {
-            facts: &f,
-            pieces: &pieces(),
-            images: &images,
-            tables: &tables,
-            stamp: Some("2026-12-05-031500"),
-            destination: Some("T9"),
-            sets: &sets,
-            encrypted: true,
-            generated: "2026-12-05 03:15:00 +01:00",
-        });
+        let text = guide_with_images(true);
         let commands: Vec<&str> = text
             .lines()
             .filter(|l| {
@@ -610,6 +732,96 @@ mod tests {
         for c in commands {
             assert!(c.contains(" --identity identity.txt"), "{c}\n{text}");
         }
+    }
+
+    /// The Debian guide of a backup holding the ESP's image and nvme0n1's table, `encrypted` or not.
+    fn guide_with_images(encrypted: bool) -> String {
+        let (images, tables, sets) = images_tables_sets();
+        render(&DocInput {
+            facts: &facts(false),
+            pieces: &pieces(),
+            images: &images,
+            tables: &tables,
+            stamp: Some("2026-12-05-031500"),
+            destination: Some("T9"),
+            sets: &sets,
+            encrypted,
+            generated: "2026-12-05 03:15:00 +01:00",
+        })
+    }
+
+    /// The indented command lines between the paragraphs that start with `Without dbackup` and `A pipe that stops`.
+    fn plain_tool_commands(text: &str) -> Vec<&str> {
+        text.split("\nWithout dbackup")
+            .nth(1)
+            .unwrap_or_default()
+            .split("\nA pipe that stops")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .collect()
+    }
+
+    /// Followed step by step after `dbackup image restore`, the guide leaves what the images restored alone: the
+    /// ESP (imaged) is not recreated with mkfs and nvme0n1's table (in the backup) is not written again from the
+    /// kit's dump (whose last partition has its old size: a grown one would shrink under its filesystem); the root
+    /// (not imaged) still is. Before, both came after the restore as the next commands to run, and the guide said no
+    /// partition table was recorded when the backup held one.
+    #[test]
+    fn a_guide_with_images_leaves_the_imaged_filesystems_and_their_table_alone() {
+        let text = guide_with_images(false);
+        assert!(!text.contains("mkfs.fat"), "{text}");
+        assert!(
+            text.contains(
+                "mkfs.ext4 -U bb62494d-55d0-4a8c-a592-c4d9bed6278f /dev/NEWDISK-nvme0n1p2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("< sfdisk-nvme0n1.dump"), "{text}");
+        assert!(!text.contains("No partition table was recorded"), "{text}");
+    }
+
+    /// The plain tools' way is commands to paste, naming this backup's files where they are on the drive: every
+    /// file checked with sha256sum before anything is written, the table without its `last-lba:` line, each image
+    /// through partclone onto its partition; encrypted, each read through `age -d`. Before, it was one line of
+    /// placeholders (`<disk>.sfdisk`, `<name>.img.zst`) naming files of neither kind (the tables are `nvme0n1.sfdisk`,
+    /// encrypted ones end in `.age`), with no check before the write.
+    #[test]
+    fn the_plain_tools_commands_name_this_backups_files_and_check_them_first() {
+        let dir = "/mnt/backup/backups/2026-12-05-031500";
+        let plain = guide_with_images(false);
+        assert_eq!(
+            plain_tool_commands(&plain),
+            [
+                format!("(cd {dir} && sha256sum --quiet -c verification.sha256)"),
+                format!("grep -v '^last-lba:' {dir}/system/nvme0n1.sfdisk | sfdisk /dev/NEWDISK"),
+                format!(
+                    "zstd -dc {dir}/system/nvme0n1p1.img.zst | partclone.restore -s - -o /dev/NEWDISK-nvme0n1p1"
+                ),
+            ],
+            "{plain}"
+        );
+        let age = guide_with_images(true);
+        assert_eq!(
+            plain_tool_commands(&age),
+            [
+                format!("(cd {dir} && sha256sum --quiet -c verification.sha256)"),
+                format!(
+                    "age -d -i identity.txt {dir}/system/nvme0n1.sfdisk.age | grep -v '^last-lba:' | sfdisk \
+                     /dev/NEWDISK"
+                ),
+                format!(
+                    "age -d -i identity.txt {dir}/system/nvme0n1p1.img.zst.age | zstd -dc | partclone.restore -s - \
+                     -o /dev/NEWDISK-nvme0n1p1"
+                ),
+            ],
+            "{age}"
+        );
+        assert!(
+            age.contains("partition holding part of a filesystem"),
+            "what a pipe stopped mid-way leaves: {age}"
+        );
     }
 
     /// The guide of a kit of `f` without images, on a plain drive, naming `sets`.

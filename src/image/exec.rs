@@ -1199,16 +1199,20 @@ fn write_images(
             partuuid: id.partuuid,
             seconds: t.elapsed().as_secs_f64(),
         };
+        // A filesystem without a partition table restored onto a device of its own: no partition, no PARTUUID.
+        let whole = onto_partition && plan.disk.is_empty();
         ui.info(format_args!(
-            "partition {} ({}): {} restored from system/{}{}; fsck {}; UUID {}{}; PARTUUID {}{}",
-            p.partition,
-            node.display(),
+            "{}: {} restored from system/{}{}; fsck {}; UUID {}{}{}",
+            match whole {
+                true => node.display().to_string(),
+                false => format!("partition {} ({})", p.partition, node.display()),
+            },
             p.fs_type,
             item.file,
-            if p.grown {
-                ", grown to the end of the disk"
-            } else {
-                ""
+            match (p.grown, whole) {
+                (false, _) => "",
+                (true, true) => ", grown to the end of the device",
+                (true, false) => ", grown to the end of the disk",
             },
             if p.fsck_clean {
                 "clean"
@@ -1217,13 +1221,17 @@ fn write_images(
             },
             p.uuid.as_deref().unwrap_or("none"),
             if p.uuid_kept { " kept" } else { " DIFFERS" },
-            p.partuuid.as_deref().unwrap_or("none"),
-            if onto_partition {
-                " (the partition's own)"
-            } else if p.partuuid_kept {
-                " kept"
-            } else {
-                " DIFFERS"
+            match (whole, onto_partition, p.partuuid_kept) {
+                (true, _, _) => String::new(),
+                (false, true, _) => format!(
+                    "; PARTUUID {} (the partition's own)",
+                    p.partuuid.as_deref().unwrap_or("none")
+                ),
+                (false, false, kept) => format!(
+                    "; PARTUUID {}{}",
+                    p.partuuid.as_deref().unwrap_or("none"),
+                    if kept { " kept" } else { " DIFFERS" }
+                ),
             },
         ));
         report.partitions.push(p);

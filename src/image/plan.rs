@@ -334,7 +334,8 @@ pub struct RestorePlan {
     pub target_kind: TargetKind,
     pub target_bytes: u64,
     /// The disk the images came from, and its table (written first). No table: the target is one partition
-    /// (`--to PART`), restored alone, its disk's table left as it is.
+    /// (`--to PART`), restored alone, its disk's table left as it is; or, with no disk (empty), a device of its own
+    /// for an image of a filesystem without a partition table.
     pub disk: String,
     pub table_file: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,7 +404,20 @@ pub fn plan_restore(
     };
     if let Some(parent) = &target.partition_of {
         return Ok(plan_onto_partition(
-            from, backup_dir, system, &chosen, parent, target, opts,
+            from,
+            backup_dir,
+            system,
+            &chosen,
+            Some(parent),
+            target,
+            opts,
+        ));
+    }
+    // Filesystems without a partition table (a whole disk's, an LVM volume's): one onto a device of its own, as onto
+    // a partition (there is no table to write).
+    if chosen.iter().all(|i| i.disk.is_none()) && target.kind == TargetKind::BlockDevice {
+        return Ok(plan_onto_partition(
+            from, backup_dir, system, &chosen, None, target, opts,
         ));
     }
     let disks: BTreeSet<Option<&str>> = chosen.iter().map(|i| i.disk.as_deref()).collect();
@@ -419,8 +433,8 @@ pub fn plan_restore(
     }
     let Some(disk) = disks.into_iter().next().flatten() else {
         return Err(
-            "these images are of filesystems without a partition table; restoring them onto a disk is not supported \
-             (restore one by hand: zstd -dc NAME.img.zst | partclone.<fs> -r -s - -o DEVICE)"
+            "these images are of filesystems without a partition table: restore each onto a block device of its \
+             own (--name NAME --to DEVICE; attach a disk image file with losetup first)"
                 .into(),
         );
     };
@@ -576,7 +590,7 @@ fn plan_onto_partition(
     backup_dir: PathBuf,
     system: &SystemRecord,
     chosen: &[&ImageRecord],
-    parent: &str,
+    parent: Option<&str>,
     target: &TargetFacts,
     opts: &RestoreOptions,
 ) -> RestorePlan {
@@ -584,16 +598,23 @@ fn plan_onto_partition(
     let image = match chosen {
         [one] => Some(*one),
         _ => {
-            refusals.push(format!(
-                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from}); \
-                 give the whole disk to restore the partition table with every image",
-                target.path.display(),
-                chosen
-                    .iter()
-                    .map(|i| crate::stdx::show_str(&i.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            let names = chosen
+                .iter()
+                .map(|i| crate::stdx::show_str(&i.name))
+                .collect::<Vec<_>>()
+                .join(", ");
+            refusals.push(match parent {
+                Some(parent) => format!(
+                    "{} is a partition (of {parent}): it takes one image, named with --name ({names} of backup \
+                     {from}); give the whole disk to restore the partition table with every image",
+                    target.path.display(),
+                ),
+                None => format!(
+                    "the images of backup {from} are of filesystems without a partition table ({names}): {} takes \
+                     one, named with --name",
+                    target.path.display(),
+                ),
+            });
             None
         }
     };
@@ -659,7 +680,7 @@ fn plan_onto_partition(
         target: target.path.clone(),
         target_kind: target.kind,
         target_bytes: target.bytes,
-        disk: parent.to_string(),
+        disk: parent.unwrap_or_default().to_string(),
         table_file: String::new(),
         table: None,
         script: String::new(),
@@ -699,16 +720,21 @@ pub fn render_restore(p: &RestorePlan) -> String {
         for i in &p.items {
             let _ = writeln!(
                 o,
-                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({}, {} used{})",
-                p.target.display(),
-                p.disk,
+                "  {} <- system/{} ({}, {} used{})",
+                match p.disk.as_str() {
+                    "" => format!("device    {} (no partition table)", p.target.display()),
+                    disk => format!(
+                        "partition {} of {disk} (its table and PARTUUID left as they are)",
+                        p.target.display()
+                    ),
+                },
                 i.file,
                 i.filesystem(),
                 stdx::bytes(i.used_bytes),
-                if i.grow {
-                    ", grown to the partition's end"
-                } else {
-                    ""
+                match (i.grow, p.disk.as_str()) {
+                    (false, _) => "",
+                    (true, "") => ", grown to the device's end",
+                    (true, _) => ", grown to the partition's end",
                 }
             );
         }

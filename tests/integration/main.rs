@@ -46,6 +46,7 @@ mod loopdev_external;
 mod loopdev_fat32;
 mod loopdev_hostile;
 mod loopdev_image;
+mod loopdev_image_guide;
 mod loopdev_image_runs;
 mod loopdev_media;
 mod loopdev_restore;
