@@ -103,12 +103,23 @@ pub fn render(r: &StatusReport) -> String {
                 html::code(&f)
             );
         }
-        for p in status::backup_problems(&r.destinations, false) {
+        let drives = status::backup_problems(&r.destinations, &[], false);
+        let buckets = status::backup_problems(&[], &r.clouds, false);
+        let hints = [
+            (
+                drives,
+                "plug in the drive and run <code>dbackup external</code>",
+            ),
+            (buckets, "run <code>dbackup external</code>"),
+        ];
+        for (p, hint) in hints
+            .iter()
+            .flat_map(|(ps, h)| ps.iter().map(move |p| (p, h)))
+        {
             let _ = writeln!(
                 b,
-                "<li><strong>{}</strong> <span class=\"muted\">plug in the drive and run <code>dbackup external</code> \
-                 for a new backup</span></li>",
-                esc(&p)
+                "<li><strong>{}</strong> <span class=\"muted\">{hint} for a new backup</span></li>",
+                esc(p)
             );
         }
         unseen_items(&mut b, &verdict);
@@ -680,6 +691,9 @@ fn clouds(b: &mut String, r: &StatusReport) {
                     "<td class=\"bad\">unknown<br><span class=\"muted\">could not be looked at: {}</span></td>",
                     esc(e)
                 );
+            }
+            (None, None) if c.log_damaged.is_some() => {
+                b.push_str("<td class=\"muted\">unknown</td>")
             }
             (None, None) => {
                 let _ = write!(
