@@ -560,23 +560,8 @@ fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = first_upload(&g, "", "laptop");
-    let [first, second] = &second_upload(&t, &s3, &[])[..] else {
-        unreachable!("two backups")
-    };
-    alter_on_server(
-        &t,
-        &s3,
-        &format!("laptop/backups/{second}/docs.tar.part000"),
-        0x55,
-    );
-    t.cmd()
-        .args(["restore", "--verify", "--source", "cloud"])
-        .status(1);
-    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
-    let offsite = (plan["destinations"].as_array().unwrap().iter())
-        .find(|d| d["name"] == "offsite")
-        .unwrap_or_else(|| panic!("{plan:#}"));
+    let (t, first, _) = two_uploads_one_found_damaged(&g, &s3, 1);
+    let offsite = offsite_plan(&t);
     let due = offsite["due"].as_str().unwrap();
     assert!(
         due.contains(&format!("its newest backup {first} ")),
@@ -595,19 +580,7 @@ fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = first_upload(&g, "", "laptop");
-    let [first, second] = &second_upload(&t, &s3, &[])[..] else {
-        unreachable!("two backups")
-    };
-    alter_on_server(
-        &t,
-        &s3,
-        &format!("laptop/backups/{second}/docs.tar.part000"),
-        0x55,
-    );
-    t.cmd()
-        .args(["restore", "--verify", "--source", "cloud", "--date", second])
-        .status(1);
+    let (t, first, second) = two_uploads_one_found_damaged(&g, &s3, 1);
     let says = format!(
         "destination offsite: backup {second} is DAMAGED (restore --verify found it damaged on "
     );
@@ -646,19 +619,7 @@ fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = first_upload(&g, "", "laptop");
-    let [first, second] = &second_upload(&t, &s3, &[])[..] else {
-        unreachable!("two backups")
-    };
-    alter_on_server(
-        &t,
-        &s3,
-        &format!("laptop/backups/{first}/docs.tar.part000"),
-        0x55,
-    );
-    t.cmd()
-        .args(["restore", "--verify", "--source", "cloud", "--date", first])
-        .status(1);
+    let (t, first, second) = two_uploads_one_found_damaged(&g, &s3, 0);
     let status = t.cmd().args(["status"]).status(0);
     status.stdout_has("status: ATTENTION: 1 overdue, 2 backups damaged or broken (");
     status.stdout_has(
@@ -671,7 +632,7 @@ fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
     let c = &r.clouds[0];
     assert_eq!(c.newest, None, "{c:?}");
     let p = &c.restore_points[1];
-    assert!(p.stamp == *second && p.broken && !p.damaged, "{p:?}");
+    assert!(p.stamp == second && p.broken && !p.damaged, "{p:?}");
     t.cmd()
         .args(["status", "--check"])
         .status(1)
@@ -679,10 +640,35 @@ fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
             "destination offsite: backup {second} is BROKEN (it depends on {first}, which restore --verify found \
              damaged)"
         ));
-    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
-    let offsite = (plan["destinations"].as_array().unwrap().iter())
-        .find(|d| d["name"] == "offsite")
-        .unwrap_or_else(|| panic!("{plan:#}"));
+    let offsite = offsite_plan(&t);
     assert_eq!(offsite["due"], "due: no external backup yet", "{offsite}");
     assert!(!offsite.to_string().contains(second.as_str()), "{offsite}");
+}
+
+/// A full and an incremental on it under `laptop`, backup `damaged` of them (0 the full, 1 the incremental) altered
+/// on the server and found damaged by `restore --verify`: the test and both stamps, oldest first.
+fn two_uploads_one_found_damaged(
+    g: &Garage,
+    s3: &S3Client,
+    damaged: usize,
+) -> (Test, String, String) {
+    let t = first_upload(g, "", "laptop");
+    let both = second_upload(&t, s3, &[]);
+    let stamp = &both[damaged];
+    let key = format!("laptop/backups/{stamp}/docs.tar.part000");
+    alter_on_server(&t, s3, &key, 0x55);
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud", "--date", stamp])
+        .status(1);
+    let [first, second] = both.try_into().expect("two backups");
+    (t, first, second)
+}
+
+/// What `--dry-run backup` plans for the bucket `offsite`.
+fn offsite_plan(t: &Test) -> serde_json::Value {
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
+    (plan["destinations"].as_array().unwrap().iter())
+        .find(|d| d["name"] == "offsite")
+        .cloned()
+        .unwrap_or_else(|| panic!("{plan:#}"))
 }
