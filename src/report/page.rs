@@ -103,23 +103,17 @@ pub fn render(r: &StatusReport) -> String {
                 html::code(&f)
             );
         }
-        let drives = status::backup_problems(&r.destinations, &[], false);
-        let buckets = status::backup_problems(&[], &r.clouds, false);
-        let hints = [
-            (
-                drives,
-                "plug in the drive and run <code>dbackup external</code>",
-            ),
-            (buckets, "run <code>dbackup external</code>"),
-        ];
-        for (p, hint) in hints
-            .iter()
-            .flat_map(|(ps, h)| ps.iter().map(move |p| (p, h)))
-        {
+        // A drive's new backup needs the drive plugged in; a bucket's, a run.
+        let drives = (status::backup_problems(&r.destinations, &[], false).into_iter())
+            .map(|p| (p, "plug in the drive and run"));
+        let buckets =
+            (status::backup_problems(&[], &r.clouds, false).into_iter()).map(|p| (p, "run"));
+        for (p, hint) in drives.chain(buckets) {
             let _ = writeln!(
                 b,
-                "<li><strong>{}</strong> <span class=\"muted\">{hint} for a new backup</span></li>",
-                esc(p)
+                "<li><strong>{}</strong> <span class=\"muted\">{hint} <code>dbackup external</code> for a new \
+                 backup</span></li>",
+                esc(&p)
             );
         }
         unseen_items(&mut b, &verdict);

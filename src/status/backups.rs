@@ -124,7 +124,8 @@ pub struct LogDamaged {
 }
 
 impl LogDamaged {
-    /// From the facts' (stamp, what was found) ([`gather::DestinationFacts::log_damaged`], [`gather::CloudFacts::log_damaged`]).
+    /// From the facts' (stamp, what was found): [`gather::DestinationFacts::log_damaged`],
+    /// [`gather::CloudFacts::log_damaged`].
     pub(crate) fn of(facts: Option<&(String, String)>) -> Option<Self> {
         facts.map(|(stamp, problem)| LogDamaged {
             stamp: stamp.clone(),

@@ -588,6 +588,14 @@ fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
     let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
     assert!(page.contains("Attention: "), "{page}");
     assert!(page.contains(&says), "{says} not on the page: {page}");
+    // What to do is a bucket's: no drive to plug in.
+    assert!(
+        page.contains(
+            "<span class=\"muted\">run <code>dbackup external</code> for a new backup</span>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("plug in the drive and run"), "{page}");
     let row = page
         .split("<tr id=\"cloud-offsite\">")
         .nth(1)
