@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::chain::broken_link;
 use super::layout::{self, DriveBackup};
 use super::retention::{self as drive_retention, BackupInfo, Owner};
 use super::upload_marker::{self, UploadMarker};
@@ -263,7 +264,8 @@ pub fn requests_of(store: &Store) -> u64 {
 /// Lists `backups/` once and reads the `backup.json` of every backup (`newest_of`: of the newest backup of that
 /// owner only, what the schedule needs; another config's are passed over by their objects' names, and those of a
 /// set of the owner's name from other sources by their `backup.json`, read on the way; so are the stamps given,
-/// those `restore --verify` found damaged). No archive or index is read.
+/// those `restore --verify` found damaged, and a backup whose chain goes through one of them or through a backup not
+/// listed). No archive or index is read.
 pub fn read(
     store: &Store,
     newest_of: Option<(Owner, &[String])>,
@@ -296,6 +298,14 @@ pub fn read_listed(
                     continue;
                 };
                 let foreign = (b.meta.as_ref()).is_some_and(|m| owner.foreign_records(&m.sets));
+                // One whose chain is broken (a backup it depends on missing or found damaged) is no restore
+                // point: passed over as `status` does, which judges every chain.
+                let listed = |d: &str| listing.backups.iter().any(|s| s == d);
+                let found = (|d: &str| damaged.iter().any(|s| s == d), "");
+                let ours = b.meta.as_ref().filter(|_| !foreign);
+                if ours.is_some_and(|m| broken_link(m, listed, found, &BTreeMap::new()).is_some()) {
+                    continue;
+                }
                 backups.push(b);
                 if !foreign {
                     break;

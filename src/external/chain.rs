@@ -379,35 +379,49 @@ pub fn broken(
         let Some(m) = b.meta.as_ref() else {
             continue;
         };
-        let deps = m
-            .depends_on
-            .iter()
-            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
-        let why = deps.into_iter().find_map(|d| {
-            if !l.verified().any(|v| v.name == *d) {
-                Some(format!(
-                    "it depends on {}, which is missing or unverified",
-                    crate::stdx::show_str(d)
-                ))
-            } else if damaged.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, which {found}",
-                    crate::stdx::show_str(d)
-                ))
-            } else if broken.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, whose own chain is broken",
-                    crate::stdx::show_str(d)
-                ))
-            } else {
-                None
-            }
-        });
+        let listed = |d: &str| l.verified().any(|v| v.name == d);
+        let why = broken_link(m, listed, (|d| damaged.contains_key(d), found), &broken);
         if let Some(why) = why {
             broken.insert(b.name.clone(), why);
         }
     }
     broken
+}
+
+/// Why backup `m` cannot be restored whole, if it cannot: a backup it depends on (its `depends_on`, each set's
+/// `base`) is not `listed` (missing or unverified), is `damaged` (said as "which {found}"), or is in `broken` itself.
+/// What [`broken`] says of each backup of a listing, and a bucket's look at its newest `backup.json` alone of that
+/// one (the chain's backups each name the whole chain in `depends_on`).
+pub fn broken_link(
+    m: &crate::external::layout::BackupMeta,
+    listed: impl Fn(&str) -> bool,
+    (damaged, found): (impl Fn(&str) -> bool, &str),
+    broken: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut deps = m
+        .depends_on
+        .iter()
+        .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
+    deps.find_map(|d| {
+        if !listed(d) {
+            Some(format!(
+                "it depends on {}, which is missing or unverified",
+                crate::stdx::show_str(d)
+            ))
+        } else if damaged(d) {
+            Some(format!(
+                "it depends on {}, which {found}",
+                crate::stdx::show_str(d)
+            ))
+        } else if broken.contains_key(d) {
+            Some(format!(
+                "it depends on {}, whose own chain is broken",
+                crate::stdx::show_str(d)
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]

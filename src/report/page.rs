@@ -103,11 +103,16 @@ pub fn render(r: &StatusReport) -> String {
                 html::code(&f)
             );
         }
-        for p in status::backup_problems(&r.destinations, false) {
+        // A drive's new backup needs the drive plugged in; a bucket's, a run.
+        let drives = (status::backup_problems(&r.destinations, &[], false).into_iter())
+            .map(|p| (p, "plug in the drive and run"));
+        let buckets =
+            (status::backup_problems(&[], &r.clouds, false).into_iter()).map(|p| (p, "run"));
+        for (p, hint) in drives.chain(buckets) {
             let _ = writeln!(
                 b,
-                "<li><strong>{}</strong> <span class=\"muted\">plug in the drive and run <code>dbackup external</code> \
-                 for a new backup</span></li>",
+                "<li><strong>{}</strong> <span class=\"muted\">{hint} <code>dbackup external</code> for a new \
+                 backup</span></li>",
                 esc(&p)
             );
         }
@@ -680,6 +685,9 @@ fn clouds(b: &mut String, r: &StatusReport) {
                     "<td class=\"bad\">unknown<br><span class=\"muted\">could not be looked at: {}</span></td>",
                     esc(e)
                 );
+            }
+            (None, None) if c.log_damaged.is_some() => {
+                b.push_str("<td class=\"muted\">unknown</td>")
             }
             (None, None) => {
                 let _ = write!(

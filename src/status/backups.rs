@@ -116,6 +116,24 @@ impl RestorePoint {
     }
 }
 
+/// The newest backup the run log names on a drive or bucket that was not listed, found damaged by `restore --verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDamaged {
+    pub stamp: String,
+    pub problem: String,
+}
+
+impl LogDamaged {
+    /// From the facts' (stamp, what was found): [`gather::DestinationFacts::log_damaged`],
+    /// [`gather::CloudFacts::log_damaged`].
+    pub(crate) fn of(facts: Option<&(String, String)>) -> Option<Self> {
+        facts.map(|(stamp, problem)| LogDamaged {
+            stamp: stamp.clone(),
+            problem: problem.clone(),
+        })
+    }
+}
+
 /// The average size of the newest [`RECENT`] backups holding sets, none without one.
 pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
     let recent: Vec<u64> = points

@@ -8,8 +8,8 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::backups::{
-    ExternalStatus, RestorePoint, is_zero, newest_and_points, newest_cells, others_words,
-    render_points,
+    ExternalStatus, LogDamaged, RestorePoint, is_zero, newest_and_points, newest_cells,
+    others_words, render_points,
 };
 use super::gather;
 use crate::config::Schedule;
@@ -60,6 +60,10 @@ pub struct CloudStatus {
     pub markers_read: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
+    /// It was not listed, and the newest backup the run log names on it is one `restore --verify` found damaged:
+    /// its stamp and what was found (no newest is known then), as for a drive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_damaged: Option<LogDamaged>,
     /// The newest upload the run log tells of here wrote nothing, and no newer backup is known: a problem until one
     /// is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +130,7 @@ pub fn build(
         going: c.going.clone(),
         markers_read: c.markers_read,
         restore_points: points,
+        log_damaged: LogDamaged::of(c.log_damaged.as_ref()),
         last_failed: c
             .attempt
             .clone()
@@ -164,7 +169,8 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         "BACKUPS".to_string(),
     ]];
     for c in clouds {
-        let (newest, age) = newest_cells(c.newest.as_ref(), c.error.is_some());
+        let unknown = c.error.is_some() || c.log_damaged.is_some();
+        let (newest, age) = newest_cells(c.newest.as_ref(), unknown);
         rows.push(vec![
             c.name.clone(),
             c.schedule.clone(),
@@ -291,6 +297,7 @@ mod tests {
             markers_read: 0,
             error: None,
             from_log: None,
+            log_damaged: None,
             attempt: None,
             requests: 5,
         };

@@ -85,8 +85,12 @@ pub struct CloudFacts {
     pub markers_read: usize,
     /// Why it could not be looked at (keys, network, bucket).
     pub error: Option<String>,
-    /// The newest backup the run log says was uploaded there.
+    /// The newest backup the run log says was uploaded there (not one `restore --verify` found damaged: see
+    /// `log_damaged`).
     pub from_log: Option<Seen>,
+    /// It was not listed and the newest backup the run log names there is one `restore --verify` found damaged: its
+    /// stamp and what was found ([`log_damaged`]). Then no newest is known.
+    pub log_damaged: Option<(String, String)>,
     /// The newest upload the run log tells of there, written or not.
     pub attempt: Option<Attempt>,
     /// Requests the look took.
@@ -103,10 +107,29 @@ impl CloudFacts {
     pub fn unseen(&self) -> Option<String> {
         self.error.clone().filter(|_| self.looked)
     }
+
+    /// Its newest backup is unknown: as a drive's ([`DestinationFacts::newest_unknown`]).
+    pub fn newest_unknown(&self) -> bool {
+        self.unseen().is_some() || self.log_damaged.is_some()
+    }
+}
+
+/// Looks at one cloud destination ([`look_at_cloud`]); not listed, the run log's newest there may be one found
+/// damaged ([`log_damaged`]), as for a drive.
+fn cloud(
+    c: &crate::settings::CloudSettings,
+    (look, owner): (CloudLook, Owner),
+    runs: &RunFacts,
+    (root, damage): (&std::path::Path, &[crate::external::damage::Record]),
+) -> CloudFacts {
+    let mut facts = look_at_cloud(c, (look, owner), runs, (root, damage));
+    let listed = facts.listing.is_some();
+    facts.log_damaged = log_damaged(&c.name, listed, &mut facts.from_log, damage);
+    facts
 }
 
 /// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
-fn cloud(
+fn look_at_cloud(
     c: &crate::settings::CloudSettings,
     (look, owner): (CloudLook, Owner),
     runs: &RunFacts,
@@ -122,6 +145,7 @@ fn cloud(
         markers_read: 0,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
+        log_damaged: None,
         attempt: runs.attempts.get(&c.name).cloned(),
         requests: 0,
     };
@@ -177,13 +201,14 @@ fn cloud(
                 latest: b.listing.latest.clone(),
                 other: Vec::new(),
             };
-            // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
-            // see them, and `backup` and `status` must agree on a destination's newest backup.
+            // Its chains are judged as a drive's when every `backup.json` was read; a look at the newest only
+            // (`backup`) has passed over a newest whose chain is broken already (`bucket::read_listed`), so `backup`
+            // and `status` agree on a destination's newest backup.
             let damaged = Damaged {
                 verify: crate::external::damage::on_destination(damage, &c.name, &listing),
                 ..Damaged::default()
             };
-            let mut l = listing_facts(&listing, &damaged, false, Some(owner));
+            let mut l = listing_facts(&listing, &damaged, !newest_only, Some(owner));
             if newest_only {
                 // Another config's by their objects' names (not read), and by their sets' sources (read).
                 l.foreign += b.listing.foreign_count(owner);
@@ -638,18 +663,7 @@ fn destination(
         _ => (None, None),
     };
     let mut from_log = runs.written.get(&d.name).cloned();
-    let log_damaged = from_log
-        .as_ref()
-        .filter(|_| listing.is_none())
-        .and_then(|s| {
-            damage
-                .iter()
-                .find(|r| r.destination == d.name && r.backup == s.name)
-        })
-        .map(|r| (r.backup.clone(), crate::external::damage::note_text(r)));
-    if log_damaged.is_some() {
-        from_log = None;
-    }
+    let log_damaged = log_damaged(&d.name, listing.is_some(), &mut from_log, damage);
     DestinationFacts {
         settings: d.clone(),
         presence,
@@ -659,6 +673,21 @@ fn destination(
         log_damaged,
         attempt: runs.attempts.get(&d.name).cloned(),
     }
+}
+
+/// A destination (a drive or a bucket) that was not `listed`, whose newest backup the run log names (`from_log`) is
+/// one `restore --verify` found damaged: its stamp and what was found, and `from_log` is cleared (no newest is known:
+/// an older one may be good).
+fn log_damaged(
+    destination: &str,
+    listed: bool,
+    from_log: &mut Option<Seen>,
+    damage: &[crate::external::damage::Record],
+) -> Option<(String, String)> {
+    let seen = from_log.as_ref().filter(|_| !listed)?;
+    let r = (damage.iter()).find(|r| r.destination == destination && r.backup == seen.name)?;
+    *from_log = None;
+    Some((r.backup.clone(), crate::external::damage::note_text(r)))
 }
 
 /// The backups of a drive known to be damaged, with why.
@@ -1080,7 +1109,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: true,
             newest: c.newest(),
             schedule: c.settings.schedule,
-            unseen: c.unseen().is_some(),
+            unseen: c.newest_unknown(),
         }))
         .collect()
 }

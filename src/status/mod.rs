@@ -26,7 +26,7 @@ use backups::{
     fit_more, newest_and_points, newest_cells, others_words, recent_average, render_points,
 };
 
-pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
+pub use backups::{ExternalStatus, KnownFrom, LogDamaged, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
 pub use history::History;
 
@@ -34,8 +34,8 @@ pub use history::History;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue, the last run did not fail, no set's newest snapshot lacks a source, no drive
-    /// backup is damaged or broken, and nothing is in `unseen` (what `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail, no set's newest snapshot lacks a source, no drive or
+    /// bucket backup is damaged or broken, and nothing is in `unseen` (what `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -171,13 +171,6 @@ pub struct DestinationStatus {
     pub last_failed: Option<gather::Attempt>,
 }
 
-/// The newest backup the run log names on a drive that was not listed, found damaged by `restore --verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogDamaged {
-    pub stamp: String,
-    pub problem: String,
-}
-
 /// The last run of `collect`, `external` or `backup`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastRun {
@@ -285,7 +278,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
     // A damaged or broken backup is named among the warnings too (the text shows them; `--check` fails on them).
-    warnings.extend(backup_problems(&destinations, true));
+    warnings.extend(backup_problems(&destinations, &clouds, true));
     warnings.extend(failed_backups(&destinations, &clouds));
     let ok = verdict_of(
         &overdue,
@@ -469,10 +462,7 @@ fn destination_status(
         restore_points: points,
         other_configs_backups: d.listing.as_ref().map_or(0, |l| l.foreign),
         unseen: d.newest_unknown(),
-        log_damaged: d.log_damaged.as_ref().map(|(stamp, problem)| LogDamaged {
-            stamp: stamp.clone(),
-            problem: problem.clone(),
-        }),
+        log_damaged: LogDamaged::of(d.log_damaged.as_ref()),
         last_failed: d
             .attempt
             .clone()
@@ -484,10 +474,11 @@ fn destination_status(
 /// headline, and `ok` in `status --json`. One function, so that they can never disagree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Nothing is overdue, the last run did not fail, no set lacks a source and no drive backup is damaged or broken.
+    /// Nothing is overdue, the last run did not fail, no set lacks a source and no drive or bucket backup is damaged
+    /// or broken.
     pub ok: bool,
     /// What makes it not ok, one sentence each: everything overdue, the failed last run, the sets lacking a source,
-    /// the damaged or broken drive backups.
+    /// the damaged or broken drive and bucket backups.
     pub problems: Vec<String>,
     /// What could not be looked at ([`StatusReport::unseen`]): not ok either, but not known to be wrong.
     pub unseen: Vec<Unseen>,
@@ -585,42 +576,62 @@ fn failed_backup_parts(
         .collect()
 }
 
-/// A sentence for each backup on a drive that is no restore point: found damaged by `restore --verify`, or whose
-/// chain is broken. `all: false` keeps those that fail the verdict: a damaged one (the drive lost data), and a
-/// broken one newer than the destination's newest good backup (the newest there is not restorable); an older broken
-/// one, with a good backup after it, is a warning only.
-pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<String> {
-    let damaged = |d: &DestinationStatus, stamp: &str, why: &str| {
+/// A sentence for each backup on a drive or a bucket that is no restore point: found damaged by `restore --verify`,
+/// or whose chain is broken. `all: false` keeps those that fail the verdict: a damaged one (the destination lost
+/// data), and a broken one newer than the destination's newest good backup (the newest there is not restorable); an
+/// older broken one, with a good backup after it, is a warning only.
+pub fn backup_problems(
+    destinations: &[DestinationStatus],
+    clouds: &[cloud::CloudStatus],
+    all: bool,
+) -> Vec<String> {
+    let damaged = |name: &str, stamp: &str, why: &str| {
         format!(
-            "destination {}: backup {stamp} is DAMAGED ({why}); it is not counted as a restore point: verify it \
-             again or remove it",
-            d.name
+            "destination {name}: backup {stamp} is DAMAGED ({why}); it is not counted as a restore point: verify it \
+             again or remove it"
         )
     };
+    let drives = (destinations.iter()).map(|d| {
+        (
+            &d.name,
+            &d.log_damaged,
+            &d.newest,
+            &d.restore_points,
+            "drive",
+        )
+    });
+    let clouds = (clouds.iter()).map(|c| {
+        (
+            &c.name,
+            &c.log_damaged,
+            &c.newest,
+            &c.restore_points,
+            "bucket",
+        )
+    });
     let mut out = Vec::new();
-    for d in destinations {
-        if let Some(l) = &d.log_damaged {
-            out.push(damaged(d, &l.stamp, &l.problem));
+    for (name, log_damaged, newest, points, place) in drives.chain(clouds) {
+        if let Some(l) = log_damaged {
+            out.push(damaged(name, &l.stamp, &l.problem));
         }
-        let newest_good = d.newest.as_ref().map(|n| n.time);
+        let newest_good = newest.as_ref().map(|n| n.time);
         let fails = |p: &&RestorePoint| p.damaged || newest_good.is_none_or(|t| p.time > t);
-        for p in d
-            .restore_points
+        for p in points
             .iter()
             .filter(|p| !p.good())
             .filter(|p| all || fails(p))
         {
-            let why = p
-                .problem
-                .as_deref()
-                .unwrap_or("its base is not on the drive");
+            let why = match &p.problem {
+                Some(why) => why.clone(),
+                None => format!("its base is not on the {place}"),
+            };
             out.push(if p.damaged {
-                damaged(d, &p.stamp, why)
+                damaged(name, &p.stamp, &why)
             } else {
                 format!(
-                    "destination {}: backup {} is BROKEN ({why}); it cannot be restored whole and is not counted as \
-                     a restore point",
-                    d.name, p.stamp
+                    "destination {name}: backup {} is BROKEN ({why}); it cannot be restored whole and is not counted \
+                     as a restore point",
+                    p.stamp
                 )
             });
         }
@@ -629,8 +640,8 @@ pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<Str
 }
 
 /// Overdue work, a failed last run, a source missing from a set's newest snapshot (that source is not being backed
-/// up: it fails the check at once), and a backup on a drive found damaged or whose chain is broken; then what could
-/// not be looked at.
+/// up: it fails the check at once), and a backup on a drive or bucket found damaged or whose chain is broken; then
+/// what could not be looked at.
 fn verdict_of(
     overdue: &[Overdue],
     last_run: Option<&LastRun>,
@@ -655,7 +666,7 @@ fn verdict_of(
             ));
         }
     }
-    problems.extend(backup_problems(destinations, false));
+    problems.extend(backup_problems(destinations, clouds, false));
     problems.extend(failed_backups(destinations, clouds));
     Verdict {
         ok: problems.is_empty() && unseen.is_empty(),
@@ -818,7 +829,7 @@ fn render_headline(w: &mut String, r: &StatusReport) {
                 .into_iter()
                 .map(|(head, _)| head),
         );
-        let bad = backup_problems(&r.destinations, false).len();
+        let bad = backup_problems(&r.destinations, &r.clouds, false).len();
         if bad > 0 {
             what.push(format!(
                 "{} damaged or broken",

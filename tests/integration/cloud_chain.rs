@@ -570,23 +570,8 @@ fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = first_upload(&g, "", "laptop");
-    let [first, second] = &second_upload(&t, &s3, &[])[..] else {
-        unreachable!("two backups")
-    };
-    alter_on_server(
-        &t,
-        &s3,
-        &format!("laptop/backups/{second}/docs.tar.part000"),
-        0x55,
-    );
-    t.cmd()
-        .args(["restore", "--verify", "--source", "cloud"])
-        .status(1);
-    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
-    let offsite = (plan["destinations"].as_array().unwrap().iter())
-        .find(|d| d["name"] == "offsite")
-        .unwrap_or_else(|| panic!("{plan:#}"));
+    let (t, first, _) = two_uploads_one_found_damaged(&g, &s3, 1);
+    let offsite = offsite_plan(&t);
     let due = offsite["due"].as_str().unwrap();
     assert!(
         due.contains(&format!("its newest backup {first} ")),
@@ -641,4 +626,116 @@ fn the_worst_days_bucket_config_names_the_identity_alone() {
         .stderr_has("names only an identity_file")
         .stderr_has("nothing was written");
     assert_eq!(s3.list("lost/").len(), objects, "nothing uploaded");
+}
+
+/// A bucket whose newest backup (an incremental) `restore --verify` found damaged, with the full before it intact,
+/// reads as a drive's: `status --check` exits 1 naming it, the headline counts it ("1 backup damaged or broken"),
+/// and the status page, which does not list buckets (its newest is what the run log says), does not show the
+/// damaged backup as the bucket's newest from the run log but "unknown", naming the damaged backup among its
+/// problems (`log_damaged` in its JSON). Before: `--check` 0 and "status: ok", and the page "Backups are good"
+/// with the damaged backup as the newest upload.
+#[test]
+fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, first, second) = two_uploads_one_found_damaged(&g, &s3, 1);
+    let says = format!(
+        "destination offsite: backup {second} is DAMAGED (restore --verify found it damaged on "
+    );
+    // The page: the run log's newest on the bucket is the damaged one.
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(page.contains("Attention: "), "{page}");
+    assert!(page.contains(&says), "{says} not on the page: {page}");
+    // What to do is a bucket's: no drive to plug in.
+    assert!(
+        page.contains(
+            "<span class=\"muted\">run <code>dbackup external</code> for a new backup</span>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("plug in the drive and run"), "{page}");
+    let row = page
+        .split("<tr id=\"cloud-offsite\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row of offsite: {page}"));
+    assert!(!row.contains(second.as_str()), "{row}");
+    assert!(row.contains("unknown"), "{row}");
+    let v: serde_json::Value = t.run_json(&["report", "--out", "-"]);
+    crate::json::assert_valid("report", &v);
+    let r: dbackup::StatusReport = serde_json::from_value(v).unwrap();
+    let c = &r.clouds[0];
+    assert!(c.not_looked_at && c.newest.is_none(), "{c:?}");
+    // `status`, which lists the bucket: the damaged backup is a problem as on a drive.
+    t.cmd()
+        .args(["status", "--check"])
+        .status(1)
+        .stderr_has(&says);
+    let status = t.cmd().args(["status"]).status(0);
+    status.stdout_has("status: ATTENTION: 1 backup damaged or broken (");
+    status.stdout_has(&format!("  {first}  full "));
+}
+
+/// An incremental on a bucket whose full `restore --verify` found damaged is BROKEN, no restore point, as on a
+/// drive: `status` says why (text and `--json`), the bucket has no newest backup (the upload is overdue at once),
+/// and `backup`, which reads only the newest `backup.json`, agrees: it does not take the incremental as the
+/// bucket's newest. Before: the incremental was a restore point and the bucket's newest, `--check` 0.
+#[test]
+fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, first, second) = two_uploads_one_found_damaged(&g, &s3, 0);
+    let status = t.cmd().args(["status"]).status(0);
+    status.stdout_has("status: ATTENTION: 1 overdue, 2 backups damaged or broken (");
+    status.stdout_has(
+        "offsite: 0 restore points (and 1 damaged backup and 1 broken backup, not counted)",
+    );
+    status.stdout_has(&format!(
+        "BROKEN, it depends on {first}, which restore --verify found damaged"
+    ));
+    let r: dbackup::StatusReport = t.run_json(&["status"]);
+    let c = &r.clouds[0];
+    assert_eq!(c.newest, None, "{c:?}");
+    let p = &c.restore_points[1];
+    assert!(p.stamp == second && p.broken && !p.damaged, "{p:?}");
+    t.cmd()
+        .args(["status", "--check"])
+        .status(1)
+        .stderr_has(&format!(
+            "destination offsite: backup {second} is BROKEN (it depends on {first}, which restore --verify found \
+             damaged)"
+        ));
+    let offsite = offsite_plan(&t);
+    assert_eq!(offsite["due"], "due: no external backup yet", "{offsite}");
+    assert!(!offsite.to_string().contains(second.as_str()), "{offsite}");
+}
+
+/// A full and an incremental on it under `laptop`, backup `damaged` of them (0 the full, 1 the incremental) altered
+/// on the server and found damaged by `restore --verify`: the test and both stamps, oldest first.
+fn two_uploads_one_found_damaged(
+    g: &Garage,
+    s3: &S3Client,
+    damaged: usize,
+) -> (Test, String, String) {
+    let t = first_upload(g, "", "laptop");
+    let both = second_upload(&t, s3, &[]);
+    let stamp = &both[damaged];
+    let key = format!("laptop/backups/{stamp}/docs.tar.part000");
+    alter_on_server(&t, s3, &key, 0x55);
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud", "--date", stamp])
+        .status(1);
+    let [first, second] = both.try_into().expect("two backups");
+    (t, first, second)
+}
+
+/// What `--dry-run backup` plans for the bucket `offsite`.
+fn offsite_plan(t: &Test) -> serde_json::Value {
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
+    (plan["destinations"].as_array().unwrap().iter())
+        .find(|d| d["name"] == "offsite")
+        .cloned()
+        .unwrap_or_else(|| panic!("{plan:#}"))
 }
