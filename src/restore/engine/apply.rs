@@ -19,6 +19,7 @@ use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, RestoreEntry, show};
 use super::item::{Action, PlanItem};
+use super::owners::OwnerTally;
 use super::plan::{Counts, Plan};
 use super::safety::{Refusal, RelPath};
 use super::target::{self, Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
@@ -48,6 +49,8 @@ pub struct Summary {
     pub displaced: Vec<Displaced>,
     /// Extended attributes and ACLs set, and those that could not be (counted, warned about once).
     pub attrs: AttrTally,
+    /// Entries restored as the (unprivileged) user though the backup gives them another owner (warned about once).
+    pub owners: OwnerTally,
 }
 
 impl Summary {
@@ -70,8 +73,8 @@ impl Summary {
 
     /// What was restored incompletely without being an error: one line per kind, with counts (stderr material).
     pub fn warnings(&self) -> Vec<String> {
-        self.attrs
-            .warnings(&show(self.target.as_os_str().as_encoded_bytes()))
+        let target = show(self.target.as_os_str().as_encoded_bytes());
+        shortfalls(&self.attrs, &self.owners, &target)
     }
 
     /// For people: the counts, then every refusal and error.
@@ -95,6 +98,13 @@ impl Summary {
         }
         out
     }
+}
+
+/// The warnings of what a restore into `target` gave back incompletely: attributes, then owners.
+pub fn shortfalls(attrs: &AttrTally, owners: &OwnerTally, target: &str) -> Vec<String> {
+    let mut out = attrs.warnings(target);
+    out.extend(owners.warning(target));
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +179,7 @@ impl<'p> Applier<'p> {
             errors: Vec::new(),
             displaced: Vec::new(),
             attrs: AttrTally::default(),
+            owners: OwnerTally::default(),
         };
         let keeper = match &plan.options.keep_displaced {
             Some(dir) => {
@@ -431,6 +442,14 @@ impl<'p> Applier<'p> {
         match outcome {
             Ok(Outcome::Done) => {
                 self.summary.counts.add(item.action, item.bytes());
+                // A hard link's owner is its file's, counted with it.
+                if !plan.options.privileged && item.kind != EntryKind::Hardlink {
+                    let me = (
+                        rustix::process::geteuid().as_raw(),
+                        rustix::process::getegid().as_raw(),
+                    );
+                    (self.summary.owners).count((item.entry.uid, item.entry.gid), me);
+                }
                 self.touched.insert(parent);
                 Ok(())
             }

@@ -51,6 +51,7 @@ pub mod displace;
 pub mod entry;
 pub mod item;
 pub mod links;
+pub mod owners;
 pub mod plan;
 pub mod safety;
 pub mod source;
