@@ -338,3 +338,71 @@ fn a_plain_chain_restores_as_a_normal_user() {
 fn an_encrypted_chain_restores_as_a_normal_user() {
     walk(true);
 }
+
+/// Lost from a read-only (0500) directory restored before: one file alone (`--path` of the file), then the
+/// directory with a file changed there since (`--path` of the directory, the changed file kept first). Each time the
+/// directory is opened to the user while filling and left as it was (0500, its mtime), and the files come back with
+/// their modes. (Before: `Permission denied` for each file, exit 1.)
+#[test]
+fn files_lost_from_a_read_only_directory_come_back_into_it() {
+    if !can_run(false) {
+        return;
+    }
+    let w = world(false);
+    w.drive_readable(true);
+    let drive = w.drive.to_str().unwrap().to_string();
+    let target = w.user_home().join("restored");
+    let t = target.to_str().unwrap();
+    let run = |args: &[&str], code: i32| -> Output { w.run(args).status(code) };
+    run(&["restore", "--drive", &drive, "--target", t], 3);
+    let got = home_in(&w, &target);
+    let ro = got.join("ro");
+    let dir_mtime = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.mode() & 0o7777, m.mtime(), m.mtime_nsec())
+    };
+    let before = dir_mtime(&ro);
+    assert_eq!(before.0, 0o500);
+
+    chmod(&ro, 0o700);
+    fs::remove_file(ro.join("f2")).unwrap();
+    chmod(&ro, 0o500);
+    crate::fixtures::demo::set_mtime(&ro, before.1, before.2);
+    let f2 = w.t.home().join("ro/f2");
+    run(
+        &[
+            "restore",
+            "--drive",
+            &drive,
+            "--path",
+            f2.to_str().unwrap(),
+            "--target",
+            t,
+        ],
+        0,
+    );
+    assert_eq!(fs::read(ro.join("f2")).unwrap(), b"two\n");
+    assert_eq!(dir_mtime(&ro), before, "the directory as it was");
+
+    chmod(&ro, 0o700);
+    fs::remove_file(ro.join("f3")).unwrap();
+    chmod(&ro.join("f1"), 0o644);
+    fs::write(ro.join("f1"), b"edited\n").unwrap();
+    chmod(&ro.join("f1"), 0o444);
+    chmod(&ro, 0o500);
+    let path = w.t.home().join("ro");
+    run(
+        &[
+            "restore",
+            "--drive",
+            &drive,
+            "--path",
+            path.to_str().unwrap(),
+            "--target",
+            t,
+        ],
+        0,
+    )
+    .stderr_has("kept in ");
+    assert_restored(&w, &w.made[1].1, &got);
+}

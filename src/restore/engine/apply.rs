@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
-use super::entry::{EntryKind, RestoreEntry, show};
+use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::item::{Action, PlanItem};
 use super::owners::OwnerTally;
 use super::plan::{Counts, Plan};
@@ -139,6 +139,9 @@ pub struct Applier<'p> {
     implicit: HashSet<RelPath>,
     /// Directories written into, cleared of the temporaries a killed restore left there (once each).
     swept: HashSet<RelPath>,
+    /// The user's directories that did not let them write (a 0500 one restored before), opened to them (0700) while
+    /// the restore fills them: their mode and mtime before, put back at the end.
+    opened: HashMap<RelPath, (u32, Mtime)>,
     summary: Summary,
     buf: Vec<u8>,
     /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
@@ -216,6 +219,7 @@ impl<'p> Applier<'p> {
             touched: HashSet::new(),
             implicit: HashSet::new(),
             swept: HashSet::new(),
+            opened: HashMap::new(),
             summary,
             buf: vec![0; 1 << 20],
             keeper,
@@ -350,6 +354,27 @@ impl<'p> Applier<'p> {
                 });
             } else {
                 self.summary.counts.add(item.action, item.bytes());
+            }
+        }
+        // The directories opened to fill them as they were; those in the plan then get the backup's metadata.
+        let mut opened: Vec<_> = std::mem::take(&mut self.opened).into_iter().collect();
+        opened.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.depth()));
+        for (rel, (mode, mtime)) in opened {
+            let closed = self
+                .target
+                .dir(&rel, false)
+                .map_err(walk_io)
+                .and_then(|fd| {
+                    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+                    Ok(rustix::fs::futimens(fd, &times(mtime))?)
+                });
+            if let Err(e) = closed {
+                self.summary.errors.push(Problem {
+                    path: show(self.target.full_path(&rel).as_os_str().as_encoded_bytes()),
+                    message: format!(
+                        "cannot give it back its mode {mode:04o} after filling it: {e}"
+                    ),
+                });
             }
         }
         // Directory metadata, deepest first, so that a read-only directory is finished after its contents.
@@ -532,6 +557,13 @@ impl<'p> Applier<'p> {
             }
             Err(e) => return Err(Failure::from_io(walk_io(e))),
         };
+        if !opts.privileged && !self.opened.contains_key(parent_rel) {
+            match open_to_owner(parent) {
+                Ok(Some(was)) => _ = self.opened.insert(parent_rel.clone(), was),
+                Ok(None) => {}
+                Err(e) => return Err(Failure::from_io(e.into())),
+            }
+        }
         if self.swept.insert(parent_rel.clone()) {
             target::remove_dead_temporaries(parent);
         }
@@ -1162,6 +1194,23 @@ fn finish_file(
         Ok((f.dev, f.ino))
     })()
     .map_err(|e: Errno| Failure::from_io(e.into()))
+}
+
+/// Opens the user's directory `dir` to them (0700 added) when it does not let them write into it (a 0500 directory
+/// restored before, unprivileged): its mode and mtime before, to put back once filled. `None` when they may write
+/// already, or it is not theirs (then writing fails as it must).
+fn open_to_owner(dir: BorrowedFd<'_>) -> Result<Option<(u32, Mtime)>, Errno> {
+    let st = rustix::fs::fstat(dir)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != rustix::process::geteuid().as_raw() || mode & 0o300 == 0o300 {
+        return Ok(None);
+    }
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | 0o700))?;
+    let mtime = Mtime {
+        sec: st.st_mtime,
+        nsec: st.st_mtime_nsec as u32,
+    };
+    Ok(Some((mode, mtime)))
 }
 
 /// Whether the destination is still what planning saw: same kind and inode (and, for non-directories, size and
