@@ -406,3 +406,52 @@ fn files_lost_from_a_read_only_directory_come_back_into_it() {
     .stderr_has("kept in ");
     assert_restored(&w, &w.made[1].1, &got);
 }
+
+/// The drive as root wrote it on a Linux filesystem (its backups root's, 0700), and an identity file the user cannot
+/// read: `restore` (`--list`, `--verify`, a restore), `ls` and `find` each say plainly that the user cannot read them
+/// and what to do, and write nothing. (Before: `No backups found` and exit 0 for `--list`, "there is no verified
+/// backup ...; run `dbackup external` first" for the rest, and a bare "Permission denied" for the identity.)
+#[test]
+fn a_drive_or_identity_the_user_cannot_read_is_said_so() {
+    if !can_run(true) {
+        return;
+    }
+    let w = world(true);
+    w.drive_readable(false);
+    let drive = w.drive.to_str().unwrap().to_string();
+    let target = w.user_home().join("restored");
+    let t = target.to_str().unwrap();
+    let home = w.t.home();
+    let docs = home.join("docs");
+    for args in [
+        vec!["restore", "--drive", &drive, "--list"],
+        vec!["restore", "--drive", &drive, "--verify"],
+        vec!["restore", "--drive", &drive, "--target", t],
+        vec!["ls", "--drive", &drive, docs.to_str().unwrap()],
+        vec!["find", "--drive", &drive, "theirs.txt"],
+    ] {
+        let out = w.run(&args).output();
+        assert_eq!(out.code, 1, "{args:?}\n{}\n{}", out.stdout, out.stderr);
+        out.stderr_has(&format!(
+            "cannot read the backups in {drive}/backups: 2 of them ({}, {}) are not readable by you \
+             (permission denied: a drive written by root on a Linux filesystem keeps them root's, mode 0700); \
+             run the same command as root (sudo dbackup ...)",
+            w.made[0].0, w.made[1].0
+        ));
+    }
+    assert!(!target.exists());
+
+    w.drive_readable(true);
+    let key = w.key.as_ref().unwrap();
+    chown_tree(key, 0, 0);
+    let out = w
+        .run(&["restore", "--drive", &drive, "--target", t])
+        .status(1);
+    out.stderr_has(&format!(
+        "cannot read the identity file {}: Permission denied (os error 13); it must be readable by you: as root, \
+         `sudo install -o $USER -m 600 {} ~/key.txt` makes you a copy to use instead",
+        key.display(),
+        key.display()
+    ));
+    assert!(!target.exists());
+}
