@@ -455,3 +455,34 @@ fn a_drive_or_identity_the_user_cannot_read_is_said_so() {
     ));
     assert!(!target.exists());
 }
+
+/// Restored again over the first restore: the 0600 `.secrets` directory does not let its owner look inside, so the
+/// plan cannot tell what is there. The restore stops before writing anything and says what to do. (Before: a bare
+/// "Permission denied".)
+#[test]
+fn a_directory_that_does_not_let_its_owner_in_is_said_so_with_what_to_do() {
+    if !can_run(false) {
+        return;
+    }
+    let w = world(false);
+    w.drive_readable(true);
+    let drive = w.drive.to_str().unwrap().to_string();
+    let target = w.user_home().join("restored");
+    let t = target.to_str().unwrap();
+    w.run(&["restore", "--drive", &drive, "--target", t])
+        .status(3);
+    let before = listing(&target);
+    let out = w
+        .run(&["restore", "--drive", &drive, "--target", t])
+        .status(1);
+    out.stderr_has(&format!(
+        "cannot look at {}/.secrets/",
+        home_in(&w, &target).display()
+    ))
+    .stderr_has(
+        "to plan the restore: Permission denied (os error 13); a directory above it does not let you in (one \
+         of yours restored with mode 0600, say): `chmod u+rwx` it for the restore and back after, or run the \
+         restore as root (sudo dbackup restore ...)",
+    );
+    assert_eq!(listing(&target), before, "nothing written");
+}

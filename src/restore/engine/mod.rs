@@ -158,10 +158,12 @@ pub enum RestoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot look at {path} to plan the restore: {source}")]
+    #[error("cannot look at {path} to plan the restore: {source}{hint}")]
     Inspect {
         path: PathBuf,
         source: std::io::Error,
+        /// What to do, when there is something (a directory of the user's that does not let them in).
+        hint: &'static str,
     },
     #[error(
         "{count} {entries} of the backup refused ({first}), so nothing was restored into {target}; \
