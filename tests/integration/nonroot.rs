@@ -110,14 +110,8 @@ fn home(t: &Test) {
     std::os::unix::fs::FileExt::write_all_at(&f, b"the middle", 4 << 20).unwrap();
     drop(f);
     set_mtime(&sparse, 1_600_000_004);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        h.join("docs/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    let fifo_mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mkfifoat(rustix::fs::CWD, h.join("docs/fifo"), fifo_mode).unwrap();
     w("docs/theirs.txt", b"not yours\n", 0o644, 1_600_000_005);
     let token = w(".secrets/token", b"s3cret\n", 0o600, 1_600_000_006);
     std::os::unix::fs::symlink("token", h.join(".secrets/link")).unwrap();
@@ -198,6 +192,19 @@ fn world(encrypted: bool) -> World {
     }
 }
 
+/// One test's world (`None` when it cannot run here), its drive `readable` by the user or not: the world, the
+/// drive's path, and the user's restore target `user/restored` (not made yet).
+fn ready(encrypted: bool, readable: bool) -> Option<(World, String, PathBuf)> {
+    if !can_run(encrypted) {
+        return None;
+    }
+    let w = world(encrypted);
+    w.drive_readable(readable);
+    let drive = w.drive.to_str().unwrap().to_string();
+    let target = w.user_home().join("restored");
+    Some((w, drive, target))
+}
+
 /// The home's path inside a restore target (`--target DIR` keeps the absolute path below DIR).
 fn home_in(w: &World, target: &Path) -> PathBuf {
     target.join(w.t.home().strip_prefix("/").unwrap())
@@ -264,12 +271,9 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, i64, i64)> {
 /// each backup of the chain restored into a directory of theirs, then one file lost from the 0500 directory
 /// restored again. Nothing on the drive changes; nothing lands outside the target but dbackup's own state.
 fn walk(encrypted: bool) {
-    if !can_run(encrypted) {
+    let Some((w, drive, _)) = ready(encrypted, true) else {
         return;
-    }
-    let w = world(encrypted);
-    w.drive_readable(true);
-    let drive = w.drive.to_str().unwrap().to_string();
+    };
     let before = listing(&w.drive);
     let run = |args: &[&str], code: i32| -> Output { w.run(args).status(code) };
 
@@ -345,13 +349,9 @@ fn an_encrypted_chain_restores_as_a_normal_user() {
 /// their modes. (Before: `Permission denied` for each file, exit 1.)
 #[test]
 fn files_lost_from_a_read_only_directory_come_back_into_it() {
-    if !can_run(false) {
+    let Some((w, drive, target)) = ready(false, true) else {
         return;
-    }
-    let w = world(false);
-    w.drive_readable(true);
-    let drive = w.drive.to_str().unwrap().to_string();
-    let target = w.user_home().join("restored");
+    };
     let t = target.to_str().unwrap();
     let run = |args: &[&str], code: i32| -> Output { w.run(args).status(code) };
     run(&["restore", "--drive", &drive, "--target", t], 3);
@@ -413,13 +413,9 @@ fn files_lost_from_a_read_only_directory_come_back_into_it() {
 /// backup ...; run `dbackup external` first" for the rest, and a bare "Permission denied" for the identity.)
 #[test]
 fn a_drive_or_identity_the_user_cannot_read_is_said_so() {
-    if !can_run(true) {
+    let Some((w, drive, target)) = ready(true, false) else {
         return;
-    }
-    let w = world(true);
-    w.drive_readable(false);
-    let drive = w.drive.to_str().unwrap().to_string();
-    let target = w.user_home().join("restored");
+    };
     let t = target.to_str().unwrap();
     let home = w.t.home();
     let docs = home.join("docs");
@@ -461,13 +457,9 @@ fn a_drive_or_identity_the_user_cannot_read_is_said_so() {
 /// "Permission denied".)
 #[test]
 fn a_directory_that_does_not_let_its_owner_in_is_said_so_with_what_to_do() {
-    if !can_run(false) {
+    let Some((w, drive, target)) = ready(false, true) else {
         return;
-    }
-    let w = world(false);
-    w.drive_readable(true);
-    let drive = w.drive.to_str().unwrap().to_string();
-    let target = w.user_home().join("restored");
+    };
     let t = target.to_str().unwrap();
     w.run(&["restore", "--drive", &drive, "--target", t])
         .status(3);
