@@ -116,7 +116,16 @@ const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
 /// The bytes of the key file at `path` (any readable file: `/dev/stdin` from a password manager too), at most
 /// [`MAX_KEY_FILE_BYTES`]; the error in words.
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        // Root's file, and the restore run as a normal user (a new machine, the key copied back as root).
+        io::ErrorKind::PermissionDenied => format!(
+            "{e}; it must be readable by you: as root, `sudo install -o $USER -m 600 {} ~/{}` makes you a copy \
+             to use instead",
+            path.display(),
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        _ => e.to_string(),
+    })?;
     crate::stdx::fs::read_file_bounded(file, path, MAX_KEY_FILE_BYTES).map_err(|e| match e {
         crate::stdx::fs::FsError::TooBig { .. } => format!(
             "it is larger than {}, so it is not a key file (those are a few hundred bytes): check the path",

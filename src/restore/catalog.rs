@@ -170,9 +170,13 @@ pub fn drives_with(
             ),
         };
         let listing = match &opened {
-            Some(d) => drive::list_with(d, images_only).map_err(|e| {
-                anyhow::anyhow!("cannot list the backups in {}: {e}", d.path().display())
-            })?,
+            Some(d) => {
+                let listing = drive::list_with(d, images_only).map_err(|e| {
+                    anyhow::anyhow!("cannot list the backups in {}: {e}", d.path().display())
+                })?;
+                readable(d, &listing)?;
+                listing
+            }
             None => DriveListing::default(),
         };
         out.push(Drive {
@@ -204,11 +208,15 @@ pub fn drives_with(
                 let listed = layout::open_backups_at(&root)
                     .map_err(|e| e.to_string())
                     .and_then(|b| match b {
-                        Some(b) => drive::list_with(&b, images_only).map_err(|e| e.to_string()),
-                        None => Ok(DriveListing::default()),
+                        Some(b) => {
+                            let l = drive::list_with(&b, images_only).map_err(|e| e.to_string())?;
+                            Ok((readable(&b, &l), l))
+                        }
+                        None => Ok((Ok(()), DriveListing::default())),
                     });
                 match listed {
-                    Ok(l) => {
+                    Ok((readable, l)) => {
+                        readable?;
                         drive.listing = l;
                         drive.backups_dir = Some(dir);
                     }
@@ -229,6 +237,28 @@ pub fn drives_with(
     };
     out.sort_by_key(|d| std::cmp::Reverse(prio(&d.name)));
     Ok(out)
+}
+
+/// Fails when the user running may open none of the backups in `backups` (the drive root wrote on a Linux
+/// filesystem), saying so and what to do, rather than that there are none.
+fn readable(backups: &Dir, listing: &DriveListing) -> anyhow::Result<()> {
+    if !listing.backups.is_empty() {
+        return Ok(());
+    }
+    let denied = drive::unreadable(backups);
+    let Some(first) = denied.first() else {
+        return Ok(());
+    };
+    let named = match denied.len() {
+        1 => format!("backup {first} is"),
+        2 => format!("2 of them ({first}, {}) are", denied[1]),
+        n => format!("{n} of them ({first}, ..., {}) are", denied[n - 1]),
+    };
+    anyhow::bail!(
+        "cannot read the backups in {}: {named} not readable by you (permission denied: a drive written by root \
+         on a Linux filesystem keeps them root's, mode 0700); run the same command as root (sudo dbackup ...)",
+        crate::stdx::show_path(backups.path())
+    )
 }
 
 /// The exit-5 message when no drive can be read.

@@ -289,6 +289,23 @@ pub fn list_with(backups: &Dir, images_only: bool) -> io::Result<DriveListing> {
     })
 }
 
+/// The backups in `backups` that the user running may not open, by name, sorted: on a drive root wrote on a Linux
+/// filesystem their directories are root's, mode 0700 (exFAT shows every file as the mounting user's).
+pub fn unreadable(backups: &Dir) -> Vec<String> {
+    let Ok(entries) = backups.entries() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .into_iter()
+        .filter(|(_, kind)| *kind == rustix::fs::FileType::Directory)
+        .filter_map(|(name, _)| name.to_str().map(str::to_owned))
+        .filter(|name| matches!(layout::classify(name), layout::NameKind::Stamp(_)))
+        .filter(|name| backups.sub(name).is_err_and(|e| e.is_permission_denied()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// The directory of the earlier backup `stamp` an incremental points into, beside it in `backups_dir`, reached as the
 /// listing reaches every backup ([`Dir::sub`]): one that is a symlink or another filesystem is refused, so no read
 /// of a chain leaves the drive.

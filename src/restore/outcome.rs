@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::engine::apply::shortfalls;
+use super::engine::attrs::AttrTally;
 use super::engine::displace::Displaced;
+use super::engine::owners::OwnerTally;
 use super::job::Planned;
 use super::select::Kept;
 use super::{Action, Counts, Plan, PlanItem, Summary};
@@ -210,16 +213,22 @@ pub fn kept_line(summaries: &[Summary], dir: &Path, listed: &str) -> Option<Stri
 /// A restore's warnings (what was restored incompletely): one per kind of shortfall and target, the paths restored
 /// into the same target counted together.
 pub fn warnings(summaries: &[Summary]) -> Vec<String> {
-    let mut by_target: Vec<(&Path, super::engine::attrs::AttrTally)> = Vec::new();
+    let mut by_target: Vec<(&Path, AttrTally, OwnerTally)> = Vec::new();
     for s in summaries {
-        match by_target.iter_mut().find(|(t, _)| *t == s.target.as_path()) {
-            Some((_, tally)) => tally.add(&s.attrs),
-            None => by_target.push((&s.target, s.attrs.clone())),
+        match by_target
+            .iter_mut()
+            .find(|(t, ..)| *t == s.target.as_path())
+        {
+            Some((_, attrs, owners)) => {
+                attrs.add(&s.attrs);
+                owners.add(&s.owners);
+            }
+            None => by_target.push((&s.target, s.attrs.clone(), s.owners.clone())),
         }
     }
     by_target
         .iter()
-        .flat_map(|(t, tally)| tally.warnings(&show_path(t)))
+        .flat_map(|(t, attrs, owners)| shortfalls(attrs, owners, &show_path(t)))
         .collect()
 }
 

@@ -72,6 +72,11 @@ impl FsError {
         matches!(self, FsError::Io { error, .. } if error.kind() == io::ErrorKind::NotFound)
     }
 
+    /// Whether the user running may not do it (`EACCES`, `EPERM`): a directory of another user's, say.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, FsError::Io { error, .. } if error.kind() == io::ErrorKind::PermissionDenied)
+    }
+
     /// Whether it is the refusal of a name that exists already (a rename or creation that does not replace).
     pub fn is_exists(&self) -> bool {
         matches!(self, FsError::Io { error, .. } if error.kind() == io::ErrorKind::AlreadyExists)

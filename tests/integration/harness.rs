@@ -123,6 +123,30 @@ impl Test {
     }
 }
 
+impl Test {
+    /// A command run as the unprivileged user `uid` (group `uid`, no supplementary groups), through
+    /// `setpriv`: its `HOME` is `home` and its XDG config and state directories are below it, and it is given no
+    /// config (as on a new machine). The tests run as root, which reads and owns everything; a normal user does not.
+    pub fn cmd_as(&self, uid: u32, home: &Path) -> Cmd {
+        let mut command = Command::new("setpriv");
+        self.environment(&mut command, "someone")
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .current_dir(home)
+            .stdin(Stdio::null())
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .args(["--clear-groups", BIN]);
+        Cmd {
+            command,
+            config: None,
+            args: Vec::new(),
+            name: String::new(),
+        }
+    }
+}
+
 /// One invocation of the binary.
 pub struct Cmd {
     command: Command,

@@ -53,6 +53,7 @@ mod loopdev_restore;
 mod loopdev_rotation;
 mod loopdev_udev;
 mod messages;
+mod nonroot;
 mod process;
 mod progress;
 mod report;

@@ -17,8 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
-use super::entry::{EntryKind, RestoreEntry, show};
+use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::item::{Action, PlanItem};
+use super::owners::OwnerTally;
 use super::plan::{Counts, Plan};
 use super::safety::{Refusal, RelPath};
 use super::target::{self, Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
@@ -48,6 +49,8 @@ pub struct Summary {
     pub displaced: Vec<Displaced>,
     /// Extended attributes and ACLs set, and those that could not be (counted, warned about once).
     pub attrs: AttrTally,
+    /// Entries restored as the (unprivileged) user though the backup gives them another owner (warned about once).
+    pub owners: OwnerTally,
 }
 
 impl Summary {
@@ -70,8 +73,8 @@ impl Summary {
 
     /// What was restored incompletely without being an error: one line per kind, with counts (stderr material).
     pub fn warnings(&self) -> Vec<String> {
-        self.attrs
-            .warnings(&show(self.target.as_os_str().as_encoded_bytes()))
+        let target = show(self.target.as_os_str().as_encoded_bytes());
+        shortfalls(&self.attrs, &self.owners, &target)
     }
 
     /// For people: the counts, then every refusal and error.
@@ -95,6 +98,13 @@ impl Summary {
         }
         out
     }
+}
+
+/// The warnings of what a restore into `target` gave back incompletely: attributes, then owners.
+pub fn shortfalls(attrs: &AttrTally, owners: &OwnerTally, target: &str) -> Vec<String> {
+    let mut out = attrs.warnings(target);
+    out.extend(owners.warning(target));
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +139,9 @@ pub struct Applier<'p> {
     implicit: HashSet<RelPath>,
     /// Directories written into, cleared of the temporaries a killed restore left there (once each).
     swept: HashSet<RelPath>,
+    /// The user's directories that did not let them write (a 0500 one restored before), opened to them (0700) while
+    /// the restore fills them: their mode and mtime before, put back at the end.
+    opened: HashMap<RelPath, (u32, Mtime)>,
     summary: Summary,
     buf: Vec<u8>,
     /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
@@ -169,6 +182,7 @@ impl<'p> Applier<'p> {
             errors: Vec::new(),
             displaced: Vec::new(),
             attrs: AttrTally::default(),
+            owners: OwnerTally::default(),
         };
         let keeper = match &plan.options.keep_displaced {
             Some(dir) => {
@@ -205,6 +219,7 @@ impl<'p> Applier<'p> {
             touched: HashSet::new(),
             implicit: HashSet::new(),
             swept: HashSet::new(),
+            opened: HashMap::new(),
             summary,
             buf: vec![0; 1 << 20],
             keeper,
@@ -341,6 +356,27 @@ impl<'p> Applier<'p> {
                 self.summary.counts.add(item.action, item.bytes());
             }
         }
+        // The directories opened to fill them as they were; those in the plan then get the backup's metadata.
+        let mut opened: Vec<_> = std::mem::take(&mut self.opened).into_iter().collect();
+        opened.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.depth()));
+        for (rel, (mode, mtime)) in opened {
+            let closed = self
+                .target
+                .dir(&rel, false)
+                .map_err(walk_io)
+                .and_then(|fd| {
+                    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+                    Ok(rustix::fs::futimens(fd, &times(mtime))?)
+                });
+            if let Err(e) = closed {
+                self.summary.errors.push(Problem {
+                    path: show(self.target.full_path(&rel).as_os_str().as_encoded_bytes()),
+                    message: format!(
+                        "cannot give it back its mode {mode:04o} after filling it: {e}"
+                    ),
+                });
+            }
+        }
         // Directory metadata, deepest first, so that a read-only directory is finished after its contents.
         let mut dirs: Vec<usize> = (0..plan.items.len())
             .filter(|&i| {
@@ -431,6 +467,14 @@ impl<'p> Applier<'p> {
         match outcome {
             Ok(Outcome::Done) => {
                 self.summary.counts.add(item.action, item.bytes());
+                // A hard link's owner is its file's, counted with it.
+                if !plan.options.privileged && item.kind != EntryKind::Hardlink {
+                    let me = (
+                        rustix::process::geteuid().as_raw(),
+                        rustix::process::getegid().as_raw(),
+                    );
+                    (self.summary.owners).count((item.entry.uid, item.entry.gid), me);
+                }
                 self.touched.insert(parent);
                 Ok(())
             }
@@ -513,6 +557,13 @@ impl<'p> Applier<'p> {
             }
             Err(e) => return Err(Failure::from_io(walk_io(e))),
         };
+        if !opts.privileged && !self.opened.contains_key(parent_rel) {
+            match open_to_owner(parent) {
+                Ok(Some(was)) => _ = self.opened.insert(parent_rel.clone(), was),
+                Ok(None) => {}
+                Err(e) => return Err(Failure::from_io(e.into())),
+            }
+        }
         if self.swept.insert(parent_rel.clone()) {
             target::remove_dead_temporaries(parent);
         }
@@ -1143,6 +1194,23 @@ fn finish_file(
         Ok((f.dev, f.ino))
     })()
     .map_err(|e: Errno| Failure::from_io(e.into()))
+}
+
+/// Opens the user's directory `dir` to them (0700 added) when it does not let them write into it (a 0500 directory
+/// restored before, unprivileged): its mode and mtime before, to put back once filled. `None` when they may write
+/// already, or it is not theirs (then writing fails as it must).
+fn open_to_owner(dir: BorrowedFd<'_>) -> Result<Option<(u32, Mtime)>, Errno> {
+    let st = rustix::fs::fstat(dir)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid != rustix::process::geteuid().as_raw() || mode & 0o300 == 0o300 {
+        return Ok(None);
+    }
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | 0o700))?;
+    let mtime = Mtime {
+        sec: st.st_mtime,
+        nsec: st.st_mtime_nsec as u32,
+    };
+    Ok(Some((mode, mtime)))
 }
 
 /// Whether the destination is still what planning saw: same kind and inode (and, for non-directories, size and

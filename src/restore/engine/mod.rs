@@ -41,7 +41,8 @@
 //! running). A sparse file (a GNU sparse member, or a local snapshot's file with holes) is handed over with its map
 //! ([`Applier::apply_sparse`]): its data is written at its offsets and its size set with `ftruncate`, so its holes stay holes. Symlinks, hard links and
 //! fifos are made at a temporary name and renamed too. Directories are made 0700 and get their final owner, mode
-//! and mtime at the end, deepest first. A directory is never removed unless empty and `--overwrite always`; a
+//! and mtime at the end, deepest first; a directory of the (unprivileged) user's already there that does not let
+//! them write (0500, restored before) is opened to them (0700) while filled and given back its mode and mtime after. A directory is never removed unless empty and `--overwrite always`; a
 //! non-directory is replaced by a directory (or the reverse) only with `--overwrite always`. Files at the
 //! destination that are not in the backup are left alone.
 
@@ -51,6 +52,7 @@ pub mod displace;
 pub mod entry;
 pub mod item;
 pub mod links;
+pub mod owners;
 pub mod plan;
 pub mod safety;
 pub mod source;
@@ -156,10 +158,12 @@ pub enum RestoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot look at {path} to plan the restore: {source}")]
+    #[error("cannot look at {path} to plan the restore: {source}{hint}")]
     Inspect {
         path: PathBuf,
         source: std::io::Error,
+        /// What to do, when there is something (a directory of the user's that does not let them in).
+        hint: &'static str,
     },
     #[error(
         "{count} {entries} of the backup refused ({first}), so nothing was restored into {target}; \

@@ -781,9 +781,16 @@ impl Planner {
             WalkError::NotDir(rel, _) => (rel, std::io::Error::other("not a directory")),
             WalkError::Missing(rel) => (rel, std::io::Error::from(std::io::ErrorKind::NotFound)),
         };
+        let denied = source.kind() == std::io::ErrorKind::PermissionDenied;
         RestoreError::Inspect {
             path: self.target.full_path(&rel),
             source,
+            hint: if denied && !self.opts.privileged {
+                "; a directory above it does not let you in (one of yours restored with mode 0600, say): `chmod \
+                 u+rwx` it for the restore and back after, or run the restore as root (sudo dbackup restore ...)"
+            } else {
+                ""
+            },
         }
     }
 }
