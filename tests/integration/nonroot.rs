@@ -308,7 +308,8 @@ fn walk(encrypted: bool) {
             3,
         );
         assert_restored(&w, snapshot, &home_in(&w, &target));
-        // The other uid's file, and the test directory's two parents of root's: said once, with what to do.
+        // The other uid's file (not the test directory's two parents of root's, above the set's source): said
+        // once, with what to do.
         assert_eq!(
             out.stderr.matches("warning").count(),
             1,
@@ -316,12 +317,28 @@ fn walk(encrypted: bool) {
             out.stderr
         );
         out.stderr_has(&format!(
-            "warning: 3 entries were restored into {} as yours, not with the owner or group the backup gives them \
-             (uid 0 gid 0, uid {OTHER} gid {OTHER}): only root can restore owners; everything else was restored. \
+            "warning: 1 entry was restored into {} as yours, not with the owner or group the backup gives it \
+             (uid {OTHER} gid {OTHER}): only root can restore owners; everything else was restored. \
              To give them their owners, run the same restore again as root (sudo dbackup restore ...)",
             target.display()
         ));
     }
+    // The user's own files alone: no warning, exit 0 (the directories of root's above the source, which the
+    // restore makes the user's in the target, are not counted).
+    let own = w.user_home().join("restored-own");
+    run(
+        &[
+            "restore",
+            "--drive",
+            &drive,
+            "--path",
+            ro.to_str().unwrap(),
+            "--target",
+            own.to_str().unwrap(),
+        ],
+        0,
+    )
+    .stderr_lacks("warning");
     assert_eq!(listing(&w.drive), before, "the drive is as it was");
     // Outside the targets: only dbackup's own state (its run log, and what the restore replaced, kept).
     for e in fs::read_dir(w.user_home()).unwrap() {

@@ -467,8 +467,11 @@ impl<'p> Applier<'p> {
         match outcome {
             Ok(Outcome::Done) => {
                 self.summary.counts.add(item.action, item.bytes());
-                // A hard link's owner is its file's, counted with it.
-                if !plan.options.privileged && item.kind != EntryKind::Hardlink {
+                // A hard link's owner is its file's, counted with it. A directory of root's is, in a user's
+                // restore, one above the set's sources (`/home`, `/srv`): made the user's in a target of their own,
+                // as it must be, and a warning on every such restore would teach them to pass over the warning.
+                let above = item.kind == EntryKind::Dir && item.entry.uid == 0;
+                if !plan.options.privileged && item.kind != EntryKind::Hardlink && !above {
                     let me = (
                         rustix::process::geteuid().as_raw(),
                         rustix::process::getegid().as_raw(),
