@@ -50,10 +50,7 @@ pub struct LeftOut {
 impl LeftOut {
     /// The line the dry run and the run show for a destination `dest` whose archive leaves it out.
     pub fn line(&self, dest: &str) -> String {
-        let named = match self.named_by {
-            NamedBy::Config => format!("the config's {}", self.field),
-            NamedBy::Environment | NamedBy::Default => self.field.clone(),
-        };
+        let named = self.named_by.phrase(&self.field);
         format!(
             "left out of {dest}: {}, {named}; this destination is not encrypted",
             self.path.display()

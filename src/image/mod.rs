@@ -49,6 +49,7 @@ pub struct SystemInput {
 
 /// Observes what `settings.image` asks for (none when the kit is off and no device is configured). The kit's package
 /// lists come from the state directory's cache while valid (written back by [`save_kit_cache`] after the run's writes).
+/// Each device records the secret files dbackup reads ([`Settings::secret_files`]) that its filesystem holds.
 pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<SystemInput> {
     let devices: Vec<String> = settings
         .image
@@ -60,6 +61,7 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
     if !settings.image.kit && devices.is_empty() {
         return None;
     }
+    let secrets = settings.secret_files(&crate::expand::Env::from_process());
     Some(SystemInput {
         kit: settings
             .image
@@ -69,6 +71,10 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
             .iter()
             .map(|d| {
                 let mut facts = observe::device(d)?;
+                facts.secrets = (secrets.iter())
+                    .filter(|f| crate::media::devices::holds_file(&facts.path, &f.path))
+                    .cloned()
+                    .collect();
                 used_space(&mut facts);
                 Ok(facts)
             })

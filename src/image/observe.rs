@@ -49,6 +49,10 @@ pub struct DeviceFacts {
     /// Why the used bytes are not known (the device's size stands in for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_error: Option<String>,
+    /// The secret files dbackup reads that lie on its filesystem (see `media::devices::holds_file`): its image
+    /// would carry them, so it goes only to a destination that encrypts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::settings::SecretFile>,
 }
 
 /// The partclone program for a filesystem type (as blkid names it).
@@ -138,6 +142,7 @@ pub fn device(given: &str) -> Result<DeviceFacts, String> {
         used_bytes: None,
         stream_bound: None,
         used_error: None,
+        secrets: Vec::new(),
     })
 }
 

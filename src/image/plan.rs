@@ -167,6 +167,23 @@ pub(crate) fn refusal(
     }
 }
 
+/// Why a device holding dbackup's own secret files is not imaged to a destination that does not encrypt: a block
+/// image cannot leave one file out.
+fn holds_secrets(secrets: &[crate::settings::SecretFile]) -> String {
+    let files_named: Vec<String> = (secrets.iter())
+        .map(|f| format!("{} ({})", f.path.display(), f.named_by.phrase(&f.field)))
+        .collect();
+    let (them, files) = match secrets.len() {
+        1 => ("that secret", "file"),
+        _ => ("those secrets", "files"),
+    };
+    format!(
+        "it holds {}, and this destination is not encrypted: its image would carry {them} in the clear; give the \
+         destination an `encryption` (its images are then age-encrypted), or keep the {files} on another filesystem",
+        files_named.join(", "),
+    )
+}
+
 /// The system plan: the kit when `kit`, and each device imaged or refused. `destination_device` is the backup
 /// drive's own device (never imaged onto itself); `recipients`: the destination encrypts, to this many recipients
 /// (0 for a passphrase).
@@ -204,6 +221,10 @@ pub fn plan_system(
         };
         if let Some(why) = refusal(d, destination_device) {
             refuse(&mut plan, why);
+            continue;
+        }
+        if !encrypted && !d.secrets.is_empty() {
+            refuse(&mut plan, holds_secrets(&d.secrets));
             continue;
         }
         if !layout::is_plain_name(&d.kname) || !names.insert(d.kname.clone()) {
@@ -878,6 +899,42 @@ mod tests {
         render_system(&plan, &mut text, "  ");
         insta::assert_snapshot!(text);
         assert_eq!(reasons.len(), 7, "{reasons:#?}");
+    }
+
+    /// A device holding dbackup's own secret files is refused for a destination that does not encrypt, every file
+    /// named with what names it; one that encrypts images it.
+    #[test]
+    fn a_device_holding_secret_files_goes_only_to_an_encrypted_destination() {
+        use crate::settings::{NamedBy, SecretFile};
+        let mut d = facts("loop9p2", Some("ext4"));
+        d.secrets = vec![
+            SecretFile {
+                path: "/home/u/id.txt".into(),
+                field: "identity_file of destination vault".into(),
+                named_by: NamedBy::Config,
+            },
+            SecretFile {
+                path: "/home/u/pass".into(),
+                field: "the passphrase file $DBACKUP_PASSPHRASE_FILE names".into(),
+                named_by: NamedBy::Environment,
+            },
+        ];
+        let devices = [Ok(d), Ok(facts("loop9p1", Some("vfat")))];
+        let plain = plan_system(false, &devices, None, None);
+        let names: Vec<&str> = plain.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["loop9p1"]);
+        assert_eq!(plain.refused.len(), 1);
+        assert_eq!(plain.refused[0].device, "/dev/loop9p2");
+        assert_eq!(
+            plain.refused[0].reason,
+            "it holds /home/u/id.txt (the config's identity_file of destination vault), /home/u/pass (the passphrase \
+             file $DBACKUP_PASSPHRASE_FILE names), and this destination is not encrypted: its image would carry those \
+             secrets in the clear; give the destination an `encryption` (its images are then age-encrypted), or keep \
+             the files on another filesystem"
+        );
+        let encrypted = plan_system(false, &devices, None, Some(1));
+        assert_eq!(encrypted.images.len(), 2);
+        assert!(encrypted.refused.is_empty());
     }
 
     fn system() -> (SystemRecord, Vec<(String, Table)>) {

@@ -1,7 +1,7 @@
 //! Block devices in use: which mounts (read-write or read-only, in dbackup's mount namespace or in any other one a
 //! process is in) sit on a device or any partition of a disk, whether it is active swap or held by device-mapper/md,
-//! and which loop devices a disk image file is attached to. The partition imager and the image restore ask here (only
-//! `media/` reads mountinfo).
+//! whether a file lies on a device's filesystem, and which loop devices a disk image file is attached to. The
+//! partition imager and the image restore ask here (only `media/` reads mountinfo).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -104,6 +104,34 @@ fn entry_is(entry: &MountEntry, dev: &Path, rdev: (u32, u32)) -> bool {
     }
     let source = Path::new(&entry.source);
     source.is_absolute() && std::fs::canonicalize(source).is_ok_and(|s| s == dev)
+}
+
+/// Whether the file `file` (its symlinks resolved) lies on the filesystem of `device` or, when it is a whole disk, of
+/// one of its partitions: the file's `st_dev` is the device's number, or the mount the file is under (the longest
+/// mount point its resolved path starts with, the last mounted there) is of the device. btrfs needs the second: its
+/// files carry a subvolume's number of their own. False when either cannot be looked at.
+pub fn holds_file(device: &Path, file: &Path) -> bool {
+    let (Ok(meta), Ok(real)) = (std::fs::metadata(file), std::fs::canonicalize(file)) else {
+        return false;
+    };
+    let dev = (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev()));
+    let Ok(canonical) = std::fs::canonicalize(device) else {
+        return false;
+    };
+    let kname = canonical
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut devices = vec![canonical];
+    devices.extend(partitions_of(&kname));
+    let mounts = mountinfo::read().unwrap_or_default();
+    let under = (mounts.iter())
+        .filter(|e| real.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.components().count());
+    devices.iter().any(|d| {
+        block_rdev(d).is_some_and(|rdev| rdev == dev || under.is_some_and(|e| entry_is(e, d, rdev)))
+    })
 }
 
 /// The partitions of a disk, from sysfs (`/sys/class/block/<disk>/<part>/partition`), as device paths.

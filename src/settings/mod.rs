@@ -405,7 +405,7 @@ pub(crate) fn aws_shared_files(env: &Env) -> [SharedFile; 2] {
 }
 
 /// A secret file dbackup reads ([`Settings::secret_files`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SecretFile {
     /// Expanded (`$DBACKUP_PASSPHRASE_FILE`'s as the variable says).
     pub path: PathBuf,
@@ -426,6 +426,17 @@ pub enum NamedBy {
     Environment,
     /// Nothing: the AWS tools' default place (`~/.aws/credentials`).
     Default,
+}
+
+impl NamedBy {
+    /// What names a secret file whose `field` is this, for people: `the config's identity_file of destination usb`,
+    /// or the field's own phrase (`the passphrase file $DBACKUP_PASSPHRASE_FILE names`).
+    pub fn phrase(self, field: &str) -> String {
+        match self {
+            NamedBy::Config => format!("the config's {field}"),
+            NamedBy::Environment | NamedBy::Default => field.to_string(),
+        }
+    }
 }
 
 impl Settings {

@@ -48,6 +48,7 @@ mod loopdev_hostile;
 mod loopdev_image;
 mod loopdev_image_guide;
 mod loopdev_image_runs;
+mod loopdev_image_secrets;
 mod loopdev_media;
 mod loopdev_restore;
 mod loopdev_rotation;
