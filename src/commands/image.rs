@@ -167,7 +167,8 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         names: args.names.clone(),
         grow: args.grow,
     };
-    let (plan, system) = image::plan_restore(settings.as_ref(), &src, &args.to, &opts, &keys)?;
+    let (mut plan, system) = image::plan_restore(settings.as_ref(), &src, &args.to, &opts, &keys)?;
+    plan.confirm &= !args.yes;
     if output.dry_run || plan.refused() {
         if ui.json {
             super::print_json(&plan)?;
@@ -197,7 +198,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         return Ok(Exit::Ok);
     }
     // What is about to be overwritten, on stderr; with --json too when the user is asked (stdout holds the JSON).
-    let asks = plan.confirm && !args.yes;
+    let asks = plan.confirm;
     if !ui.json || asks {
         crate::stdx::out::stderr(format_args!("{}", image::plan::render_restore(&plan)));
     }

@@ -121,7 +121,7 @@ pub fn render(input: &DocInput) -> String {
     let _ = writeln!(
         o,
         "Boot a live system (the {} installer or any Linux live USB), plug in the backup drive and mount it \
-         (exFAT: `mount.exfat-fuse /dev/sdX1 /mnt/backup`). Get dbackup onto the live system (`cargo install --path .` \
+         (`mkdir -p /mnt/backup`, then for exFAT `mount.exfat-fuse /dev/sdX1 /mnt/backup`). Get dbackup onto the live system (`cargo install --path .` \
          from its source, or copy the binary from another machine).\n",
         if f.nixos { "NixOS" } else { "Debian" }
     );

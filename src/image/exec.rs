@@ -1209,10 +1209,11 @@ fn write_images(
             },
             p.fs_type,
             item.file,
-            match (p.grown, whole) {
-                (false, _) => "",
-                (true, true) => ", grown to the end of the device",
-                (true, false) => ", grown to the end of the disk",
+            match (p.grown, whole, onto_partition) {
+                (false, _, _) => "",
+                (true, true, _) => ", grown to the end of the device",
+                (true, false, true) => ", grown to the end of the partition",
+                (true, false, false) => ", grown to the end of the disk",
             },
             if p.fsck_clean {
                 "clean"

@@ -370,7 +370,7 @@ pub struct RestorePlan {
     pub overwritten: Vec<String>,
     /// Why nothing will be written (the run fails listing them).
     pub refusals: Vec<String>,
-    /// A block device: asks for confirmation unless `--yes`.
+    /// Whether the run asks for confirmation before writing: onto a block device, unless `--yes` was given.
     pub confirm: bool,
 }
 

@@ -201,10 +201,15 @@ fn walk(encrypted: bool) {
 
     // dbackup, onto a larger one: the dry run writes nothing; the restore (confirmed) gives the same disk back.
     let larger = blank_disk(&t, "larger.img", 640 * MIB);
-    run_dbackup(&t, &t9, &meta, dry_run, &larger, &[]).stdout_has("OVERWRITES");
+    run_dbackup(&t, &t9, &meta, dry_run, &larger, &[])
+        .stdout_has("OVERWRITES")
+        .stdout_has("asks for confirmation before writing");
     assert_eq!(written(&t, "larger.img", &larger), 0, "the dry run wrote");
     let out = run_dbackup(&t, &t9, &meta, restore, &larger, &["--yes"]);
     assert_eq!(out.code, 0, "{out:?}");
+    // Confirmed with --yes: the plan it shows does not say it will ask.
+    out.stderr_has("OVERWRITES")
+        .stderr_lacks("asks for confirmation");
     same_disk(&t, &disk, &larger, "mnt/larger");
     // Mounted, it is refused (the dry run line: it checks as the restore does), as is the disk this system runs on.
     let mounted = RoMount::new(&larger.part(2), &t.path("mnt/mounted"));
