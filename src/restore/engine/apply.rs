@@ -142,6 +142,8 @@ pub struct Applier<'p> {
     /// The user's directories that did not let them write (a 0500 one restored before), opened to them (0700) while
     /// the restore fills them: their mode and mtime before, put back at the end.
     opened: HashMap<RelPath, (u32, Mtime)>,
+    /// The running user (effective uid, gid), read once: the owner a restore without privileges gives each entry.
+    me: (u32, u32),
     summary: Summary,
     buf: Vec<u8>,
     /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
@@ -220,6 +222,10 @@ impl<'p> Applier<'p> {
             implicit: HashSet::new(),
             swept: HashSet::new(),
             opened: HashMap::new(),
+            me: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
             summary,
             buf: vec![0; 1 << 20],
             keeper,
@@ -472,11 +478,7 @@ impl<'p> Applier<'p> {
                 // as it must be, and a warning on every such restore would teach them to pass over the warning.
                 let above = item.kind == EntryKind::Dir && item.entry.uid == 0;
                 if !plan.options.privileged && item.kind != EntryKind::Hardlink && !above {
-                    let me = (
-                        rustix::process::geteuid().as_raw(),
-                        rustix::process::getegid().as_raw(),
-                    );
-                    (self.summary.owners).count((item.entry.uid, item.entry.gid), me);
+                    (self.summary.owners).count((item.entry.uid, item.entry.gid), self.me);
                 }
                 self.touched.insert(parent);
                 Ok(())
