@@ -645,16 +645,7 @@ fn snapshot_meta(
             })
             .collect(),
         exclusions: set.exclusions.clone(),
-        link_dest: set
-            .link_dest
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
+        link_dest: set.link_dest_names(),
         resumed: set.resume_from.is_some(),
         rsync: RsyncRecord {
             exit_code: run.exit.code(),
