@@ -54,6 +54,14 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// A snapshot (collect) or a drive's or bucket's backup (external) that was removed, with the reasons: what the
+/// run reports say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub reasons: Vec<String>,
+}
+
 /// Why a snapshot without dbackup metadata is kept.
 pub const NO_METADATA: &str =
     "no dbackup metadata: not judged; remove it by hand if it is not needed";

@@ -1223,19 +1223,18 @@ mod tests {
             ..dest(name, 0, true, newest)
         };
         let t9 = dest("T9", 10, true, recent.clone());
+        let external = |s: &Schedule, d: &[DestinationHistory], force: bool| {
+            decide(s, ExternalMode::First, &[], d, at(NOW), force).external
+        };
         // The bucket's last upload is 2 days old: not due; the drive (always) is.
-        let due = decide(
+        let due = external(
             &always,
-            ExternalMode::First,
-            &[],
             &[
                 t9.clone(),
                 own("offsite", recent.clone(), ExternalSchedule::Weekly),
             ],
-            at(NOW),
             false,
-        )
-        .external;
+        );
         assert_eq!(due.action, ExternalAction::Write);
         assert_eq!(due.targets, ["T9"]);
         let off = due
@@ -1250,18 +1249,14 @@ mod tests {
         );
         assert_eq!(off.next, Some(at("2025-04-14T03:15:00+02:00")));
         // 12 days: due, and written beside the drive.
-        let due = decide(
+        let due = external(
             &always,
-            ExternalMode::First,
-            &[],
             &[
                 t9.clone(),
                 own("offsite", old.clone(), ExternalSchedule::Weekly),
             ],
-            at(NOW),
             false,
-        )
-        .external;
+        );
         assert_eq!(due.targets, ["T9", "offsite"]);
         assert!(
             due.reason
@@ -1271,15 +1266,11 @@ mod tests {
         );
         // The drive is due and absent while the bucket is written: still a missing drive.
         let absent = dest("T9", 10, false, old.clone());
-        let due = decide(
+        let due = external(
             &always,
-            ExternalMode::First,
-            &[],
             &[absent, own("offsite", None, ExternalSchedule::Weekly)],
-            at(NOW),
             false,
-        )
-        .external;
+        );
         assert_eq!(due.action, ExternalAction::Write);
         assert!(due.shared_missing, "{due:?}");
         assert!(
@@ -1289,19 +1280,15 @@ mod tests {
             due.reason
         );
         // schedule.external manual: the drive is not looked at, the bucket still goes by its own schedule.
-        let due = decide(
+        let due = external(
             &manual,
-            ExternalMode::First,
-            &[],
             &[t9.clone(), own("offsite", None, ExternalSchedule::Weekly)],
-            at(NOW),
             false,
-        )
-        .external;
+        );
         assert_eq!(due.targets, ["offsite"]);
         // Its own manual: never a target, unless forced.
         let d = [own("offsite", None, ExternalSchedule::Manual)];
-        let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), false).external;
+        let due = external(&always, &d, false);
         assert_eq!(due.action, ExternalAction::NotDue);
         assert!(
             due.reason
@@ -1309,7 +1296,7 @@ mod tests {
             "{}",
             due.reason
         );
-        let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), true).external;
+        let due = external(&always, &d, true);
         assert_eq!(due.targets, ["offsite"]);
         // Overdue by its own period (weekly: past 10 days), the drive (always) never.
         let got = overdue(

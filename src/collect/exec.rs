@@ -15,7 +15,7 @@ use super::plan::{CollectPlan, SetAction, SetPlan};
 use crate::config::RetentionPolicy;
 use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;
-use crate::retention::{self, SnapshotInfo};
+use crate::retention::{self, Removed, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit};
 use crate::snapshot::TransferStats;
 use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
@@ -73,12 +73,6 @@ pub enum SetStatus {
     Refused,
     /// rsync or a later step failed; nothing was promoted.
     Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Removed {
-    pub name: String,
-    pub reasons: Vec<String>,
 }
 
 impl CollectReport {
@@ -651,16 +645,7 @@ fn snapshot_meta(
             })
             .collect(),
         exclusions: set.exclusions.clone(),
-        link_dest: set
-            .link_dest
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
+        link_dest: set.link_dest_names(),
         resumed: set.resume_from.is_some(),
         rsync: RsyncRecord {
             exit_code: run.exit.code(),

@@ -155,6 +155,22 @@ impl CollectPlan {
     }
 }
 
+impl SetPlan {
+    /// The `--link-dest` directories' names (the snapshots linked against), in rsync's order: what the plan shows
+    /// and the snapshot's metadata records.
+    pub(crate) fn link_dest_names(&self) -> Vec<String> {
+        self.link_dest
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+}
+
 /// Why a directory that had `before` entries and now has `now` is suspicious, if it is.
 pub fn shrink_problem(
     what: impl std::fmt::Display,
@@ -758,16 +774,7 @@ pub fn render(plan: &CollectPlan) -> String {
                 stdx::bytes(data)
             );
         }
-        let links: Vec<String> = s
-            .link_dest
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let links = s.link_dest_names();
         if links.is_empty() {
             let _ = writeln!(
                 out,

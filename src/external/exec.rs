@@ -15,7 +15,7 @@ use super::layout::{self, FilesystemRecord, ReadBackRecord, SetRecord};
 use super::observe::Observed;
 use super::plan::{DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan};
 use super::record::{open_encryption, set_record, verified_meta};
-use super::report::{DestinationReport, DestinationStatus, ExternalReport, Removed};
+use super::report::{DestinationReport, DestinationStatus, ExternalReport, say_removed};
 use super::retention as drive_retention;
 use super::sets::ArchiveTarget;
 use crate::archive::incremental::IncrementalBase;
@@ -26,6 +26,7 @@ use crate::archive::{
 };
 use crate::exit::Exit;
 use crate::media;
+use crate::retention::Removed;
 use crate::snapshot;
 use crate::stdx;
 use crate::stdx::fs::{Dir, flat};
@@ -373,13 +374,9 @@ fn make_room(
         info.check_still_present()?;
         layout::delete_backup(backups, &x.name)
             .with_context(|| format!("removing old backup {} for space", x.name))?;
-        report.removed_for_space.push(Removed::said(
-            ui,
-            &d.name,
-            &x.name,
-            " for space",
-            &x.reasons,
-        ));
+        report
+            .removed_for_space
+            .push(say_removed(ui, &d.name, &x.name, " for space", &x.reasons));
     }
     if !d.remove_for_space.is_empty() {
         backups.fsync().map_err(flat)?;
@@ -715,7 +712,7 @@ fn prune(
         match layout::delete_backup(&backups, &x.name) {
             Ok(()) => report
                 .removed
-                .push(Removed::said(ui, &d.name, &x.name, "", &x.reasons)),
+                .push(say_removed(ui, &d.name, &x.name, "", &x.reasons)),
             Err(e) => warn(
                 report,
                 format!("could not remove old backup {}: {e}", x.name),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::{LatestKind, ReadBackRecord, SetRecord};
 use super::sets::SetPlan;
 use crate::exit::Exit;
+use crate::retention::Removed;
 
 /// What a run did. Printed with `--json` and logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,30 +87,22 @@ pub enum DestinationStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Removed {
-    pub name: String,
-    pub reasons: Vec<String>,
-}
-
-impl Removed {
-    /// Says on `ui` that `destination` no longer holds backup `name` (`removed old backup NAME`, then `how`, such as
-    /// " for space", and the reasons), and returns its record.
-    pub fn said(
-        ui: &crate::ui::Ui,
-        destination: &str,
-        name: &str,
-        how: &str,
-        reasons: &[String],
-    ) -> Removed {
-        ui.step(format_args!(
-            "{destination}: removed old backup {name}{how} ({})",
-            reasons.join("; ")
-        ));
-        Removed {
-            name: name.to_string(),
-            reasons: reasons.to_vec(),
-        }
+/// Says on `ui` that `destination` no longer holds backup `name` (`removed old backup NAME`, then `how`, such as
+/// " for space", and the reasons), and returns its record.
+pub(crate) fn say_removed(
+    ui: &crate::ui::Ui,
+    destination: &str,
+    name: &str,
+    how: &str,
+    reasons: &[String],
+) -> Removed {
+    ui.step(format_args!(
+        "{destination}: removed old backup {name}{how} ({})",
+        reasons.join("; ")
+    ));
+    Removed {
+        name: name.to_string(),
+        reasons: reasons.to_vec(),
     }
 }
 

@@ -14,7 +14,7 @@ use super::cloud::{CloudPlan, CloudWorld, incremental_base};
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
 use super::observe::Observed;
 use super::plan::ExternalPlan;
-use super::report::{DestinationReport, DestinationStatus, Removed};
+use super::report::{DestinationReport, DestinationStatus, say_removed};
 use super::resume::{self, Resumer};
 use super::sets::ArchiveTarget;
 use super::upload_marker::{self, UploadMarker};
@@ -102,7 +102,7 @@ fn apply_retention(
         match &r.error {
             None => report
                 .removed
-                .push(Removed::said(ui, &p.name, &d.name, "", &d.reasons)),
+                .push(say_removed(ui, &p.name, &d.name, "", &d.reasons)),
             Some(e) => {
                 let msg = format!("old backup {} could only partly be deleted: {e}", d.name);
                 ui.warn(format_args!("{}: {msg}", p.name));
