@@ -4,7 +4,7 @@
 
 use testkit::objstore::{Garage, S3Client};
 
-use crate::harness::Test;
+use crate::harness::{Cmd, Test};
 
 use crate::cloud::{
     alter_on_server, assert_restored, config, garage_and_client, no_secret, populate,
@@ -78,6 +78,18 @@ fn second_upload_under(
     let all = stamps(s3, prefix);
     assert_eq!(all.len(), 2, "{all:?}");
     all
+}
+
+/// `restore --source cloud --path PATH --target TARGET`.
+fn restore_path(t: &Test, path: &str, target: &std::path::Path) -> Cmd {
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--path", path, "--target"])
+        .args([target])
+}
+
+/// The 3 MiB file of the uploads, as `--path` names it.
+fn big_raw(t: &Test) -> String {
+    t.home().join("photos/big.raw").display().to_string()
 }
 
 /// The backups' stamps under `<prefix>/backups/` of the bucket, oldest first.
@@ -156,11 +168,7 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
         ),
     ] {
         let target = t.path(&format!("r-{}", what.replace(' ', "-")));
-        let out = t
-            .cmd()
-            .args(["restore", "--source", "cloud", "--path", &path, "--target"])
-            .args([&target])
-            .status(0);
+        let out = restore_path(&t, &path, &target).status(0);
         eprintln!("{what}: {}", requests_line(&out));
         assert_eq!(requests(&out).0, 0, "{what}: no HEAD");
         assert_restored(&t, &target, &files, what);
@@ -405,14 +413,7 @@ fn a_restore_from_an_incremental_on_a_bucket_says_the_chains_bytes_first() {
     };
     let t = first_upload(&g, "", "laptop");
     second_upload(&t, &s3, &[]);
-    let home = t.home().display().to_string();
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "cloud", "--path"])
-        .args([format!("{home}/photos/big.raw")])
-        .args(["--target"])
-        .args([t.path("r-one")])
-        .status(0);
+    let out = restore_path(&t, &big_raw(&t), &t.path("r-one")).status(0);
     assert!(
         out.stderr.contains(" MiB of archives"),
         "the 3 MiB file's archive is counted before the restore: {}",
@@ -451,14 +452,7 @@ fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
         &format!("laptop/backups/{}/backup.json", all[0]),
         b"not json",
     );
-    let home = t.home().display().to_string();
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "cloud", "--path"])
-        .args([format!("{home}/photos/big.raw")])
-        .args(["--target"])
-        .args([t.path("r")])
-        .status(1);
+    let out = restore_path(&t, &big_raw(&t), &t.path("r")).status(1);
     out.stderr_lacks("not on the drive");
     out.stderr_has(&format!(
         "its content is kept in backup {}, whose archive of this set is missing",

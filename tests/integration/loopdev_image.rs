@@ -80,6 +80,15 @@ impl LoopDisk {
         }
     }
 
+    /// The name of partition `n`'s node (`loop7p2`), as image backups name its image.
+    pub(crate) fn part_name(&self, n: u32) -> String {
+        self.part(n)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// The node of partition `n`, waiting for it (and asking `partx -a` once).
     pub(crate) fn part(&self, n: u32) -> PathBuf {
         let p = PathBuf::from(format!("{}p{n}", self.device.display()));
@@ -465,14 +474,11 @@ fn round_trip(root: Root) {
     assert!(esp(&disk) == esp(&restored), "the ESP differs");
     // The root: grown, and every file the same.
     let size = |d: &LoopDisk| {
-        fs::read_to_string(format!(
-            "/sys/class/block/{}/size",
-            d.part(2).file_name().unwrap().to_string_lossy()
-        ))
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap()
+        fs::read_to_string(format!("/sys/class/block/{}/size", d.part_name(2)))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
     };
     assert!(
         size(&restored) > size(&disk) + 200 * 2048,
@@ -558,10 +564,7 @@ fn t9_image_refusals() {
         .cmd()
         .args(["image", "create", "--device", &dev(2)])
         .spawn();
-    let image = format!(
-        "system/{}.img.zst",
-        disk.part(2).file_name().unwrap().to_string_lossy()
-    );
+    let image = format!("system/{}.img.zst", disk.part_name(2));
     let (mut child, _) = caught_writing(child, t9.mount_point(), &image, 4 * MIB + 1);
     t9.pull();
     let status = child.wait().unwrap();

@@ -174,12 +174,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
         .args(["image", "create", "--destination", "plain"])
         .status(0);
 
-    let p2 = disk
-        .part(2)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let p2 = disk.part_name(2);
     for dir in [&ext_dir, &create_dir] {
         let meta = read_backup_meta(&dir.join("backup.json")).unwrap();
         let system = meta.system.as_ref().unwrap();
@@ -300,13 +295,7 @@ fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
     let t = t.config(&config_images(&t9, "", &[disk.part(1), disk.part(2)], ""));
     t.write("home/data/a.txt", "hello\n");
     t.cmd().args(["collect"]).status(0);
-    let name = |n: u32| {
-        disk.part(n)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    };
+    let name = |n: u32| disk.part_name(n);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     dry.stdout_has("in use (partclone's count)")
@@ -523,12 +512,7 @@ fn t9_one_image_restores_onto_one_partition() {
         return;
     }
     let (t, _t9, disk, meta) = imaged_disk(1 << 20);
-    let root_name = disk
-        .part(2)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let root_name = disk.part_name(2);
 
     let target = make_disk(&t.path("other.img"), 640 * MIB);
     testkit::run(
@@ -714,7 +698,7 @@ fn t9_a_restore_onto_a_disk_image_file_says_what_it_overwrites() {
 fn image_create_caught_writing() -> (Test, Drive, LoopDisk, PathBuf, std::process::Child, PathBuf) {
     let (t, t9, disk) = disk_and_t9(96 << 20);
     let root = disk.part(2);
-    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let name = disk.part_name(2);
     let child = t
         .cmd()
         .args(["image", "create", "--device"])
@@ -874,12 +858,7 @@ fn t9_a_filesystem_mounted_read_only_is_imaged() {
         .status(0);
     drop(mounted);
     let (_, meta) = image_backup(&t9);
-    let root = disk
-        .part(2)
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let root = disk.part_name(2);
     let target = make_disk(&t.path("other.img"), 640 * MIB);
     t.cmd()
         .args([
@@ -1084,7 +1063,7 @@ fn t9_an_image_that_changes_between_its_check_and_its_write_fails_the_restore() 
     }
     let (t, t9, disk, meta) = imaged_disk(1 << 20);
     let root = disk.part(2);
-    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let name = disk.part_name(2);
     let (first_dir, _) = image_backup(&t9);
     let image = first_dir
         .join("system")
