@@ -327,6 +327,27 @@ pub fn read_listed(
     })
 }
 
+/// The backups (with metadata) whose archive or index objects are missing from the bucket or not the size their
+/// `backup.json` records, with why: from the sizes of the listing made already (`sizes`: no request), judged as a
+/// drive's files are ([`layout::damaged_by`]).
+pub(crate) fn damaged_objects(
+    backups: &[DriveBackup],
+    sizes: &BTreeMap<String, u64>,
+) -> BTreeMap<String, String> {
+    backups
+        .iter()
+        .filter_map(|b| {
+            let why = layout::damaged_by(b.meta.as_ref()?, |name| {
+                match sizes.get(&format!("{BACKUPS}{}/{name}", b.name)) {
+                    Some(&n) => layout::Held::Bytes(n),
+                    None => layout::Held::Absent("is not in the bucket".to_string()),
+                }
+            })?;
+            Some((b.name.clone(), why))
+        })
+        .collect()
+}
+
 /// The most `backup.json` files a look at a bucket's newest backup of an owner reads ([`read_listed`]).
 const MAX_NEWEST_READS: usize = 8;
 
