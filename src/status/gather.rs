@@ -203,8 +203,8 @@ fn look_at_cloud(
                 other: Vec::new(),
             };
             // Its chains are judged as a drive's when every `backup.json` was read; a look at the newest only
-            // (`backup`) has passed over a newest whose chain is broken already (`bucket::read_listed`), so `backup`
-            // and `status` agree on a destination's newest backup.
+            // (`backup`) has passed over a newest whose chain is broken, or whose own objects are missing or short,
+            // already (`bucket::read_listed`), so `backup` and `status` agree on a destination's newest backup.
             let damaged = Damaged {
                 verify: crate::external::damage::on_destination(damage, &c.name, &listing),
                 // Its objects against the sizes of the listing made (no request), as a drive's files are; when every

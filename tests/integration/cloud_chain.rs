@@ -743,8 +743,9 @@ fn offsite_plan(t: &Test) -> serde_json::Value {
 /// A bucket backup whose archive part object is missing from the bucket, or shorter than its `backup.json` records,
 /// is DAMAGED in `status` as a drive's cut-short archive is, from the sizes of its one listing (one LIST and a GET per
 /// `backup.json`: no archive read): the object named (escaped: the name comes from the bucket), the headline counting
-/// it, `--check` exiting 1 naming it, no restore point in `--json` (nor the newest), an incremental on it BROKEN.
-/// Before: `status` said "ok" and `--check` exited 0 with the damaged backup as the newest restore point, and only the
+/// it, `--check` exiting 1 naming it, no restore point in `--json` (nor the newest), an incremental on it BROKEN;
+/// `backup`, which reads only the newest `backup.json`, passes over a newest whose own object is missing, as `status`
+/// does. Before: `status` said "ok" and `--check` exited 0 with the damaged backup as the newest restore point, and only the
 /// next upload's own look (or `restore --verify`) found it.
 #[test]
 fn a_bucket_backup_with_an_object_missing_or_short_is_damaged_in_status() {
@@ -793,6 +794,12 @@ fn a_bucket_backup_with_an_object_missing_or_short_is_damaged_in_status() {
     assert_eq!(
         p.problem.as_deref(),
         Some("docs.tar.part000 is not in the bucket")
+    );
+    // `backup`, which reads only the newest `backup.json`, agrees: its newest is the full.
+    let due = offsite_plan(&t)["due"].as_str().unwrap().to_string();
+    assert!(
+        due.contains(&format!("its newest backup {first} ")),
+        "{due}"
     );
 
     // (b) It put back, the full's part replaced by a shorter object: the full is damaged, the incremental on it broken.
