@@ -668,11 +668,7 @@ fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
     let c = &r.clouds[0];
     assert!(c.not_looked_at && c.newest.is_none(), "{c:?}");
     // `status`, which lists the bucket: the damaged backup is a problem as on a drive.
-    t.cmd()
-        .args(["status", "--check"])
-        .status(1)
-        .stderr_has(&says);
-    let status = t.cmd().args(["status"]).status(0);
+    let status = check_fails_saying(&t, &says);
     status.stdout_has("status: ATTENTION: 1 backup damaged or broken (");
     status.stdout_has(&format!("  {first}  full "));
 }
@@ -731,6 +727,15 @@ fn two_uploads_one_found_damaged(
     (t, first, second)
 }
 
+/// `status --check` exits 1 saying `says`; then `status`, its text.
+fn check_fails_saying(t: &Test, says: &str) -> crate::harness::Output {
+    t.cmd()
+        .args(["status", "--check"])
+        .status(1)
+        .stderr_has(says);
+    t.cmd().args(["status"]).status(0)
+}
+
 /// What `--dry-run backup` plans for the bucket `offsite`.
 fn offsite_plan(t: &Test) -> serde_json::Value {
     let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
@@ -773,11 +778,7 @@ fn a_bucket_backup_with_an_object_missing_or_short_is_damaged_in_status() {
     let says = format!(
         "destination offsite: backup {second} is DAMAGED (docs.tar.part000 is not in the bucket)"
     );
-    t.cmd()
-        .args(["status", "--check"])
-        .status(1)
-        .stderr_has(&says);
-    let status = t.cmd().args(["status"]).status(0);
+    let status = check_fails_saying(&t, &says);
     status.stdout_has("status: ATTENTION: 1 backup damaged or broken (");
     status.stdout_has("offsite: 1 restore point (and 1 damaged backup, not counted)");
     status.stdout_has("DAMAGED: docs.tar.part000 is not in the bucket");
@@ -811,11 +812,7 @@ fn a_bucket_backup_with_an_object_missing_or_short_is_damaged_in_status() {
         "destination offsite: backup {first} is DAMAGED (docs.tar.part000 is {} bytes, not the {len} recorded)",
         len / 2
     );
-    t.cmd()
-        .args(["status", "--check"])
-        .status(1)
-        .stderr_has(&says);
-    let status = t.cmd().args(["status"]).status(0);
+    let status = check_fails_saying(&t, &says);
     status.stdout_has("2 backups damaged or broken (");
     status.stdout_has(&format!(
         "BROKEN, it depends on {first}, which is damaged (its files are not as recorded)"
