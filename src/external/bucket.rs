@@ -264,8 +264,9 @@ pub fn requests_of(store: &Store) -> u64 {
 /// Lists `backups/` once and reads the `backup.json` of every backup (`newest_of`: of the newest backup of that
 /// owner only, what the schedule needs; another config's are passed over by their objects' names, and those of a
 /// set of the owner's name from other sources by their `backup.json`, read on the way; so are the stamps given,
-/// those `restore --verify` found damaged, and a backup whose chain goes through one of them or through a backup not
-/// listed). No archive or index is read.
+/// those `restore --verify` found damaged, a backup whose chain goes through one of them or through a backup not
+/// listed, and one whose own objects the listing shows missing or not their recorded size). No archive or index is
+/// read.
 pub fn read(
     store: &Store,
     newest_of: Option<(Owner, &[String])>,
@@ -306,6 +307,12 @@ pub fn read_listed(
                 if ours.is_some_and(|m| broken_link(m, listed, found, &BTreeMap::new()).is_some()) {
                     continue;
                 }
+                // Nor is one whose own objects the listing shows missing or not their recorded size (`status`'s
+                // verdict, [`damaged_object`]; a base's are judged by `status` alone, which reads every
+                // `backup.json`).
+                if ours.is_some() && damaged_object(&b, &listing.sizes).is_some() {
+                    continue;
+                }
                 backups.push(b);
                 if !foreign {
                     break;
@@ -324,6 +331,29 @@ pub fn read_listed(
         backups,
         requests: requests_of(store).saturating_sub(before),
         digests,
+    })
+}
+
+/// The backups (with metadata) whose archive or index objects are missing from the bucket or not the size their
+/// `backup.json` records, with why ([`damaged_object`]).
+pub(crate) fn damaged_objects(
+    backups: &[DriveBackup],
+    sizes: &BTreeMap<String, u64>,
+) -> BTreeMap<String, String> {
+    (backups.iter())
+        .filter_map(|b| Some((b.name.clone(), damaged_object(b, sizes)?)))
+        .collect()
+}
+
+/// Why backup `b` (with metadata) is damaged, when an archive or index object of it is missing from the bucket or
+/// not the size its `backup.json` records: from the sizes of the listing made already (`sizes`: no request), judged
+/// as a drive's files are ([`layout::damaged_by`]).
+pub(crate) fn damaged_object(b: &DriveBackup, sizes: &BTreeMap<String, u64>) -> Option<String> {
+    layout::damaged_by(b.meta.as_ref()?, |name| {
+        match sizes.get(&format!("{BACKUPS}{}/{name}", b.name)) {
+            Some(&n) => layout::Held::Bytes(n),
+            None => layout::Held::Absent("is not in the bucket".to_string()),
+        }
     })
 }
 

@@ -298,7 +298,7 @@ pub fn observe_chains(
     let mut backups = read.backups;
     let owner = super::retention::Owner::Sets(own_sets);
     check_chain_metas(&store, &mut backups, (&read.digests, owner), chosen);
-    w.chains.damaged = damaged_objects(&backups, &w.listing.sizes);
+    w.chains.damaged = super::bucket::damaged_objects(&backups, &w.listing.sizes);
     w.chains.listing = layout::DriveListing {
         exists: true,
         backups,
@@ -398,28 +398,6 @@ fn check_chain_metas(
             }
         }
     }
-}
-
-/// The backups (with metadata) whose archive or index objects are missing from the bucket or not the size their
-/// `backup.json` records, with why.
-fn damaged_objects(
-    backups: &[layout::DriveBackup],
-    sizes: &BTreeMap<String, u64>,
-) -> BTreeMap<String, String> {
-    let mut damaged = BTreeMap::new();
-    for b in backups {
-        let Some(m) = &b.meta else { continue };
-        for f in m.sets.iter().flat_map(layout::SetRecord::files) {
-            let why = match sizes.get(&format!("{BACKUPS}{}/{}", b.name, f.name)) {
-                Some(&n) if n == f.bytes => continue,
-                Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
-                None => format!("{} is not in the bucket", f.name),
-            };
-            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
-            break;
-        }
-    }
-    damaged
 }
 
 /// Downloads the index of the base `choice` names for `set` and checks it against the size and sha256 its

@@ -728,18 +728,37 @@ pub fn damaged_files(
 /// Why the backup in `dir` described by `meta` is damaged to one `lstat` per file (see [`damaged_files`]); `None`
 /// when every file is there, of its recorded size.
 pub fn damaged_file(dir: &Path, meta: &BackupMeta) -> Option<String> {
+    // Names were checked to be plain (`BackupMeta::check`).
+    damaged_by(meta, |name| {
+        match std::fs::symlink_metadata(dir.join(name)) {
+            Ok(md) if md.is_file() => Held::Bytes(md.len()),
+            Ok(_) => Held::NotAFile,
+            Err(e) => Held::Absent(format!("cannot be read: {e}")),
+        }
+    })
+}
+
+/// What a destination holds under one of a backup's file names, for [`damaged_by`].
+pub(crate) enum Held {
+    /// A file (an object) of this size.
+    Bytes(u64),
+    /// Something that is not a regular file.
+    NotAFile,
+    /// Nothing that can be read, and why ("cannot be read: ...", "is not in the bucket").
+    Absent(String),
+}
+
+/// Why the backup `meta` describes is damaged: the first of its archive and index files that `held` says is
+/// missing, not a file, or not the size `meta` records, in words, escaped (the names and errors come from the
+/// destination); `None` when every one is there, of its recorded size. The one verdict for a drive ([`damaged_file`],
+/// an `lstat` each) and a bucket (`external::bucket::damaged_objects`, the sizes its listing gave).
+pub(crate) fn damaged_by(meta: &BackupMeta, mut held: impl FnMut(&str) -> Held) -> Option<String> {
     meta.sets.iter().flat_map(SetRecord::files).find_map(|f| {
-        // Names were checked to be plain (`BackupMeta::check`).
-        let why = match std::fs::symlink_metadata(dir.join(&f.name)) {
-            Ok(md) if md.is_file() && md.len() == f.bytes => return None,
-            Ok(md) if md.is_file() => format!(
-                "{} is {} bytes, not the {} recorded",
-                f.name,
-                md.len(),
-                f.bytes
-            ),
-            Ok(_) => format!("{} is not a regular file", f.name),
-            Err(e) => format!("{} cannot be read: {e}", f.name),
+        let why = match held(&f.name) {
+            Held::Bytes(n) if n == f.bytes => return None,
+            Held::Bytes(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
+            Held::NotAFile => format!("{} is not a regular file", f.name),
+            Held::Absent(why) => format!("{} {why}", f.name),
         };
         Some(crate::stdx::show_str(&why))
     })

@@ -50,7 +50,8 @@ pub struct RestorePoint {
     /// backup cannot be restored whole and is no restore point.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broken: bool,
-    /// `restore --verify` found it damaged: it is no restore point.
+    /// It is damaged: `restore --verify` found it so, or its files are missing or not the size its `backup.json`
+    /// records (a drive's by an `lstat` each, a bucket's objects by its listing). It is no restore point.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub damaged: bool,
     /// Why it is damaged or broken, in words.

@@ -1,6 +1,7 @@
 //! The cloud destinations in `status`: each bucket's last verified upload, bytes stored, restore points and chains,
 //! and its age against its schedule, from one listing of `backups/` and each `backup.json` (no archive or index is
-//! downloaded; the request count is in the report). Built from [`gather::CloudFacts`] (pure), rendered as a table.
+//! downloaded; the request count is in the report). A backup whose objects the listing shows missing or not the size
+//! its `backup.json` records is damaged, as a drive's files are judged (`external::layout::damaged_by`). Built from [`gather::CloudFacts`] (pure), rendered as a table.
 
 use std::fmt::Write as _;
 

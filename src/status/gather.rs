@@ -63,7 +63,8 @@ pub enum CloudLook {
     /// One listing and the newest `backup.json`, of the destinations whose schedule is not manual (all of them
     /// with `force`): what `backup` needs to decide what is due.
     Newest { force: bool },
-    /// One listing and every `backup.json` (`status`): restore points, chains, bytes stored.
+    /// One listing and every `backup.json` (`status`): restore points, chains, bytes stored, and each backup's objects
+    /// against the sizes its `backup.json` records (from the listing).
     Full,
 }
 
@@ -202,11 +203,18 @@ fn look_at_cloud(
                 other: Vec::new(),
             };
             // Its chains are judged as a drive's when every `backup.json` was read; a look at the newest only
-            // (`backup`) has passed over a newest whose chain is broken already (`bucket::read_listed`), so `backup`
-            // and `status` agree on a destination's newest backup.
+            // (`backup`) has passed over a newest whose chain is broken, or whose own objects are missing or short,
+            // already (`bucket::read_listed`), so `backup` and `status` agree on a destination's newest backup.
             let damaged = Damaged {
                 verify: crate::external::damage::on_destination(damage, &c.name, &listing),
-                ..Damaged::default()
+                // Its objects against the sizes of the listing made (no request), as a drive's files are; when every
+                // `backup.json` was read.
+                size: match newest_only {
+                    true => BTreeMap::new(),
+                    false => {
+                        crate::external::bucket::damaged_objects(&listing.backups, &b.listing.sizes)
+                    }
+                },
             };
             let mut l = listing_facts(&listing, &damaged, !newest_only, Some(owner));
             if newest_only {
@@ -690,12 +698,13 @@ fn log_damaged(
     Some((r.backup.clone(), crate::external::damage::note_text(r)))
 }
 
-/// The backups of a drive known to be damaged, with why.
+/// The backups of a drive or bucket known to be damaged, with why.
 #[derive(Default)]
 struct Damaged {
     /// Found so by `restore --verify`.
     verify: BTreeMap<String, String>,
-    /// Their files are missing or not the size `backup.json` records.
+    /// Their files (a bucket's objects) are missing or not the size `backup.json` records
+    /// ([`layout::damaged_by`]).
     size: BTreeMap<String, String>,
 }
 

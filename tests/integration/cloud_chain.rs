@@ -662,11 +662,7 @@ fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
     let c = &r.clouds[0];
     assert!(c.not_looked_at && c.newest.is_none(), "{c:?}");
     // `status`, which lists the bucket: the damaged backup is a problem as on a drive.
-    t.cmd()
-        .args(["status", "--check"])
-        .status(1)
-        .stderr_has(&says);
-    let status = t.cmd().args(["status"]).status(0);
+    let status = check_fails_saying(&t, &says);
     status.stdout_has("status: ATTENTION: 1 backup damaged or broken (");
     status.stdout_has(&format!("  {first}  full "));
 }
@@ -725,6 +721,15 @@ fn two_uploads_one_found_damaged(
     (t, first, second)
 }
 
+/// `status --check` exits 1 saying `says`; then `status`, its text.
+fn check_fails_saying(t: &Test, says: &str) -> crate::harness::Output {
+    t.cmd()
+        .args(["status", "--check"])
+        .status(1)
+        .stderr_has(says);
+    t.cmd().args(["status"]).status(0)
+}
+
 /// What `--dry-run backup` plans for the bucket `offsite`.
 fn offsite_plan(t: &Test) -> serde_json::Value {
     let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
@@ -732,4 +737,96 @@ fn offsite_plan(t: &Test) -> serde_json::Value {
         .find(|d| d["name"] == "offsite")
         .cloned()
         .unwrap_or_else(|| panic!("{plan:#}"))
+}
+
+/// A bucket backup whose archive part object is missing from the bucket, or shorter than its `backup.json` records,
+/// is DAMAGED in `status` as a drive's cut-short archive is, from the sizes of its one listing (one LIST and a GET per
+/// `backup.json`: no archive read): the object named (escaped: the name comes from the bucket), the headline counting
+/// it, `--check` exiting 1 naming it, no restore point in `--json` (nor the newest), an incremental on it BROKEN;
+/// `backup`, which reads only the newest `backup.json`, passes over a newest whose own object is missing, as `status`
+/// does. Before: `status` said "ok" and `--check` exited 0 with the damaged backup as the newest restore point, and only the
+/// next upload's own look (or `restore --verify`) found it.
+#[test]
+fn a_bucket_backup_with_an_object_missing_or_short_is_damaged_in_status() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    let [first, second]: [String; 2] = second_upload(&t, &s3, &[]).try_into().expect("two");
+    let part = |stamp: &str| format!("laptop/backups/{stamp}/docs.tar.part000");
+    let looked = |what: &str| -> dbackup::StatusReport {
+        let v: serde_json::Value = t.run_json(&["status"]);
+        crate::json::assert_valid("status", &v);
+        let r: dbackup::StatusReport = serde_json::from_value(v).unwrap();
+        assert!(!r.ok, "{what}");
+        assert_eq!(
+            r.clouds[0].requests, 3,
+            "{what}: a LIST and two backup.json"
+        );
+        r
+    };
+
+    // (a) The incremental's archive part deleted: it is damaged, the full is the newest restore point.
+    let newest_part = s3.get(&part(&second));
+    s3.delete(&part(&second));
+    let says = format!(
+        "destination offsite: backup {second} is DAMAGED (docs.tar.part000 is not in the bucket)"
+    );
+    let status = check_fails_saying(&t, &says);
+    status.stdout_has("status: ATTENTION: 1 backup damaged or broken (");
+    status.stdout_has("offsite: 1 restore point (and 1 damaged backup, not counted)");
+    status.stdout_has("DAMAGED: docs.tar.part000 is not in the bucket");
+    status.stdout_has(&says);
+    let r = looked("deleted");
+    let c = &r.clouds[0];
+    assert_eq!(
+        c.newest.as_ref().map(|n| n.stamp.as_str()),
+        Some(first.as_str()),
+        "{c:?}"
+    );
+    let p = &c.restore_points[1];
+    assert!(p.stamp == second && p.damaged, "{p:?}");
+    assert_eq!(
+        p.problem.as_deref(),
+        Some("docs.tar.part000 is not in the bucket")
+    );
+    // `backup`, which reads only the newest `backup.json`, agrees: its newest is the full.
+    let due = offsite_plan(&t)["due"].as_str().unwrap().to_string();
+    assert!(
+        due.contains(&format!("its newest backup {first} ")),
+        "{due}"
+    );
+
+    // (b) It put back, the full's part replaced by a shorter object: the full is damaged, the incremental on it broken.
+    put_on_server(&t, &s3, &part(&second), &newest_part);
+    let full_part = s3.get(&part(&first));
+    let len = full_part.len();
+    put_on_server(&t, &s3, &part(&first), &full_part[..len / 2]);
+    let says = format!(
+        "destination offsite: backup {first} is DAMAGED (docs.tar.part000 is {} bytes, not the {len} recorded)",
+        len / 2
+    );
+    let status = check_fails_saying(&t, &says);
+    status.stdout_has("2 backups damaged or broken (");
+    status.stdout_has(&format!(
+        "BROKEN, it depends on {first}, which is damaged (its files are not as recorded)"
+    ));
+    let r = looked("short");
+    let c = &r.clouds[0];
+    assert_eq!(c.newest, None, "{c:?}");
+    assert!(c.restore_points[0].damaged, "{c:?}");
+    assert!(c.restore_points[1].broken, "{c:?}");
+
+    // (c) The full put back, its backup.json naming its part with an escape sequence (no such object): named escaped.
+    put_on_server(&t, &s3, &part(&first), &full_part);
+    t.cmd().args(["status", "--check"]).status(0);
+    crate::cloud::edit_meta_on_server(&t, &s3, &format!("laptop/backups/{first}/"), |m| {
+        m["sets"][0]["archive"][0]["name"] = "docs.tar.part000\u{1b}[2J".into();
+    });
+    let out = t.cmd().args(["status", "--check"]).status(1);
+    out.stderr_has(r"(docs.tar.part000\x1b[2J is not in the bucket)");
+    let status = t.cmd().args(["status"]).status(0);
+    for (what, text) in [("--check", &out.stderr), ("status", &status.stdout)] {
+        assert!(!text.contains('\u{1b}'), "{what}: a raw ESC: {text}");
+    }
 }
