@@ -35,7 +35,12 @@ impl World {
 
     /// `dbackup <args>` as the user, with `--identity` after `restore` or `ls` when the backups are encrypted.
     fn run(&self, args: &[&str]) -> Cmd {
-        let mut cmd = self.t.cmd_as(USER, &self.user_home()).args(args);
+        self.run_in(&[], args)
+    }
+
+    /// [`World::run`] with the user in the supplementary `groups`.
+    fn run_in(&self, groups: &[u32], args: &[&str]) -> Cmd {
+        let mut cmd = self.t.cmd_as_in(USER, groups, &self.user_home()).args(args);
         if let Some(key) = &self.key {
             cmd = cmd.args(["--identity"]).args([key]);
         }
@@ -136,8 +141,9 @@ fn change(t: &Test) {
     chmod(&h.join("ro"), 0o500);
 }
 
-/// Root collects the home and writes it to the drive twice (a full, an incremental); the user's new home is made.
-fn world(encrypted: bool) -> World {
+/// Root collects the home (`extra` adds to it) and writes it to the drive twice (a full, an incremental); the user's
+/// new home is made.
+fn world(encrypted: bool, extra: fn(&Test)) -> World {
     let t = Test::new();
     // The user must get to the drive and to their own home below the test's directory.
     chmod(t.path("").as_path(), 0o755);
@@ -156,6 +162,7 @@ fn world(encrypted: bool) -> World {
              "image": {{ "kit": false }}{enc} }}"#
     ));
     home(&t);
+    extra(&t);
     let drive = t.path("T9");
     fs::create_dir_all(&drive).unwrap();
     let mut made = Vec::new();
@@ -195,10 +202,19 @@ fn world(encrypted: bool) -> World {
 /// One test's world (`None` when it cannot run here), its drive `readable` by the user or not: the world, the
 /// drive's path, and the user's restore target `user/restored` (not made yet).
 fn ready(encrypted: bool, readable: bool) -> Option<(World, String, PathBuf)> {
+    ready_with(encrypted, readable, |_| {})
+}
+
+/// [`ready`] with `extra` adding to the home before it is backed up.
+fn ready_with(
+    encrypted: bool,
+    readable: bool,
+    extra: fn(&Test),
+) -> Option<(World, String, PathBuf)> {
     if !can_run(encrypted) {
         return None;
     }
-    let w = world(encrypted);
+    let w = world(encrypted, extra);
     w.drive_readable(readable);
     let drive = w.drive.to_str().unwrap().to_string();
     let target = w.user_home().join("restored");
@@ -494,4 +510,67 @@ fn a_directory_that_does_not_let_its_owner_in_is_said_so_with_what_to_do() {
          restore as root (sudo dbackup restore ...)",
     );
     assert_eq!(listing(&target), before, "nothing written");
+}
+
+/// A group the user is in (a supplementary one, not their own).
+const SHARED: u32 = 2345;
+
+/// The home with the user's entries of the group `SHARED`: a directory, a file in it, and a symlink.
+fn shared_entries(t: &Test) {
+    let h = t.home();
+    let dir = h.join("team");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("plan.txt"), b"ours\n").unwrap();
+    std::os::unix::fs::symlink("plan.txt", dir.join("link")).unwrap();
+    chown_tree(&dir, USER, SHARED);
+}
+
+/// The restored entries of `SHARED` and their groups.
+fn groups_of_shared(w: &World, target: &Path) -> Vec<(String, u32)> {
+    let team = home_in(w, target).join("team");
+    ["", "plan.txt", "link"]
+        .iter()
+        .map(|rel| {
+            let m = team.join(rel).symlink_metadata().unwrap();
+            (rel.to_string(), m.gid())
+        })
+        .collect()
+}
+
+/// The user's entries of a group they are in are restored with that group (a file's owner may give it any group
+/// they are in, as `chown :group` and `rsync -g` do), and are not counted as not kept: the only warning is for the
+/// other user's file. Without the group, those three are the user's own group and are counted. (Before: the group
+/// was never set and all four were counted: `4 entries were restored ...`.)
+#[test]
+fn a_group_the_user_is_in_is_restored_and_not_warned_about() {
+    let Some((w, drive, target)) = ready_with(false, true, shared_entries) else {
+        return;
+    };
+    let t = target.to_str().unwrap();
+    let out = w
+        .run_in(&[SHARED], &["restore", "--drive", &drive, "--target", t])
+        .status(3);
+    out.stderr_has(&format!(
+        "warning: 1 entry was restored into {t} as yours, not with the owner or group the backup gives it \
+         (uid {OTHER} gid {OTHER}): only root"
+    ));
+    let want = |gid| {
+        vec![
+            ("".into(), gid),
+            ("plan.txt".into(), gid),
+            ("link".into(), gid),
+        ]
+    };
+    assert_eq!(groups_of_shared(&w, &target), want(SHARED));
+
+    let other = w.user_home().join("restored-without");
+    let o = other.to_str().unwrap();
+    let out = w
+        .run(&["restore", "--drive", &drive, "--target", o])
+        .status(3);
+    out.stderr_has(&format!(
+        "warning: 4 entries were restored into {o} as yours, not with the owner or group the backup gives them \
+         (uid {OTHER} gid {OTHER}, uid {USER} gid {SHARED}): only root"
+    ));
+    assert_eq!(groups_of_shared(&w, &other), want(USER));
 }
