@@ -574,3 +574,67 @@ fn a_group_the_user_is_in_is_restored_and_not_warned_about() {
     ));
     assert_eq!(groups_of_shared(&w, &other), want(USER));
 }
+
+/// What a dry run's `--json` plan says beyond the plans.
+#[derive(serde::Deserialize)]
+struct DryRun {
+    dry_run: bool,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// The lines of `out`'s stderr that warn.
+fn warnings(out: &Output) -> Vec<&str> {
+    out.stderr
+        .lines()
+        .filter(|l| l.starts_with("dbackup: warning: "))
+        .collect()
+}
+
+/// `restore --dry-run` as the user says beforehand, in one warning on stderr (and in the `--json` plan's `warnings`),
+/// how many entries the restore will not give their owners, the count the restore then gives, and exits 3 as the
+/// restore does (a dry run exits with what the run would at best); in a group, its entries are not counted in either.
+/// The user's own files alone: no warning, exit 0. (Before: nothing said, exit 0.)
+#[test]
+fn a_dry_run_says_beforehand_which_owners_the_restore_cannot_give() {
+    let Some((w, drive, target)) = ready_with(false, true, shared_entries) else {
+        return;
+    };
+    let run = |groups: &[u32], target: &Path, more: &[&str], code: i32| -> Output {
+        let args = [
+            "restore",
+            "--drive",
+            &drive,
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        w.run_in(groups, &[&args[..], more].concat()).status(code)
+    };
+    let dry = run(&[SHARED], &target, &["--dry-run"], 3);
+    dry.stdout_has("dry run: nothing is written");
+    let said = warnings(&dry);
+    assert_eq!(said.len(), 1, "{}", dry.stderr);
+    insta::assert_snapshot!("dry_run_owners_warning", w.t.without_tmp(said[0]));
+    let json = run(&[SHARED], &target, &["--dry-run", "--json"], 3);
+    crate::json::assert_valid("restore-plan", &json.json());
+    let plan: DryRun = json.json();
+    assert!(plan.dry_run);
+    assert_eq!(plan.warnings, [&said[0]["dbackup: warning: ".len()..]]);
+    assert!(!target.exists(), "a dry run writes nothing");
+    let restored = run(&[SHARED], &target, &[], 3);
+    assert_eq!(warnings(&restored).len(), 1, "{}", restored.stderr);
+    restored.stderr_has("warning: 1 entry was restored into");
+
+    // Not in the group: its three entries are counted too, the same in both.
+    let other = w.user_home().join("restored-without");
+    run(&[], &other, &["--dry-run"], 3).stderr_has("warning: 4 entries would be restored into");
+    run(&[], &other, &[], 3).stderr_has("warning: 4 entries were restored into");
+
+    // The user's own files alone: nothing to say, exit 0, as the restore.
+    let ro = w.t.home().join("ro");
+    let own = w.user_home().join("restored-own");
+    let path = ["--path", ro.to_str().unwrap()];
+    let dry = run(&[], &own, &[&path[..], &["--dry-run"]].concat(), 0);
+    assert_eq!(warnings(&dry), Vec::<&str>::new());
+    run(&[], &own, &path, 0).stderr_lacks("warning");
+}

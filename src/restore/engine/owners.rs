@@ -106,6 +106,15 @@ impl OwnerTally {
 
     /// The one warning, or `None` when every entry has the owner the backup gives it.
     pub fn warning(&self, target: &str) -> Option<String> {
+        self.said(target, false)
+    }
+
+    /// The warning of a dry run, before the restore: what [`OwnerTally::warning`] will say.
+    pub fn forecast(&self, target: &str) -> Option<String> {
+        self.said(target, true)
+    }
+
+    fn said(&self, target: &str, ahead: bool) -> Option<String> {
         if self.entries == 0 {
             return None;
         }
@@ -117,11 +126,15 @@ impl OwnerTally {
         if self.more {
             owners.push("...".into());
         }
+        let (was, were, rest, again) = match ahead {
+            false => ("entry was", "entries were", "was", " again"),
+            true => ("entry would be", "entries would be", "would be", ""),
+        };
         Some(format!(
             "{} restored into {target} as yours, not with the owner or group the backup gives {} ({}): only root \
-             can restore owners; everything else was restored. To give them their owners, run the same restore \
-             again as root (sudo dbackup restore ...)",
-            crate::stdx::counted(self.entries, "entry was", "entries were"),
+             can restore owners; everything else {rest} restored. To give them their owners, run the same restore\
+             {again} as root (sudo dbackup restore ...)",
+            crate::stdx::counted(self.entries, was, were),
             if self.entries == 1 { "it" } else { "them" },
             owners.join(", ")
         ))
