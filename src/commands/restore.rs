@@ -237,6 +237,9 @@ fn list(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Exit> {
         .flat_map(|b| b.sets.iter().map(|s| s.name.as_str()))
         .collect();
     crate::restore::catalog::check_set_named(settings, req.set.as_deref(), &held)?;
+    for line in &listing.passed_over {
+        ui.warn(line);
+    }
     if ui.json {
         super::print_json(&listing)?;
     } else {

@@ -638,3 +638,57 @@ fn a_dry_run_says_beforehand_which_owners_the_restore_cannot_give() {
     assert_eq!(warnings(&dry), Vec::<&str>::new());
     run(&[], &own, &path, 0).stderr_lacks("warning");
 }
+
+/// The newest backup on the drive written by root (0700, root's) beside one the user can read: `restore --list`,
+/// `find`, `ls` and a restore each say on stderr, in one line, that it was passed over and why; the restore (of the
+/// older backup, the newest the user can read) and `--list` go on as before, `find` exits 1 as for any backup it
+/// could not search. (Before: passed over silently, and the restore restored the older backup without a word.)
+#[test]
+fn a_backup_the_user_cannot_read_among_readable_ones_is_said_so() {
+    let Some((w, drive, target)) = ready(false, true) else {
+        return;
+    };
+    let (newest, old) = (&w.made[1].0, &w.made[0].0);
+    let dir = w.drive.join("backups").join(newest);
+    chown_tree(&dir, 0, 0);
+    chmod(&dir, 0o700);
+    let said = format!(
+        "warning: backup {newest} in {drive}/backups was passed over: it is not readable by you (permission denied: a \
+         drive written by root on a Linux filesystem keeps it root's, mode 0700); run the same command as root (sudo \
+         dbackup ...) to read it"
+    );
+    let passed = |out: &Output| {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("passed over"))
+            .collect();
+        assert_eq!(lines.len(), 1, "said once:\n{}", out.stderr);
+        let shown =
+            w.t.without_tmp(lines[0])
+                .replace(newest.as_str(), "[STAMP]");
+        insta::assert_snapshot!("passed_over", shown);
+        out.stderr_has(&said);
+    };
+    let list = w.run(&["restore", "--drive", &drive, "--list"]).status(0);
+    list.stdout_has(old).stdout_lacks(newest);
+    passed(&list);
+    let find = w.run(&["find", "--drive", &drive, "theirs.txt"]).status(1);
+    find.stdout_has("docs/theirs.txt");
+    passed(&find);
+    let docs = w.t.home().join("docs");
+    passed(
+        &w.run(&["ls", "--drive", &drive, docs.to_str().unwrap()])
+            .status(0),
+    );
+    let t = target.to_str().unwrap();
+    let restored = w
+        .run(&["restore", "--drive", &drive, "--target", t])
+        .status(3);
+    passed(&restored);
+    assert_eq!(
+        fs::read(home_in(&w, &target).join("docs/a.txt")).unwrap(),
+        b"alpha\n",
+        "the older backup's"
+    );
+}
