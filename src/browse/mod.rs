@@ -100,9 +100,13 @@ pub enum BrowseError {
     Other(String),
 }
 
-/// Every backup in `scope`, one per set, oldest first. When only drives are in scope and none of them is present,
+/// Every backup in `scope`, one per set, oldest first, and the drives' backups passed over because the user cannot
+/// read them (one line each: [`catalog::passed_over`]). When only drives are in scope and none of them is present,
 /// the error says so with exit 5 (no destination).
-pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBackup>> {
+pub fn catalog(
+    settings: &Settings,
+    scope: &Scope,
+) -> anyhow::Result<(Vec<SetBackup>, Vec<String>)> {
     let mut out = Vec::new();
     if scope.local && scope.drive.is_none() {
         let mut sets = catalog::local_set_names(settings);
@@ -170,7 +174,7 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBack
             crate::exit::CodedError::new(crate::exit::Exit::NoDestination, no_drive).into(),
         );
     }
-    Ok(out)
+    Ok((out, catalog::passed_over(&drives).cloned().collect()))
 }
 
 /// A drive backup's index, when its length is the one `backup.json` records (as a restore checks before it reads

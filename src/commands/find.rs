@@ -27,7 +27,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         drive: args.drive.clone(),
     };
     let pattern = Pattern::new(args.pattern.as_bytes());
-    let (mut all, bucket) =
+    let (mut all, bucket, passed_over) =
         super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, None)?;
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
@@ -37,6 +37,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     };
     out.not_searched
         .extend(bucket.iter().flat_map(|c| &c.skipped).cloned());
+    out.not_searched.extend(passed_over);
     let ring = KeyRing::new(&settings, &args.identities);
     match browse::unlock(&mut all, &ring) {
         Ok(warnings) => {

@@ -39,8 +39,11 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         set: args.set.clone(),
         drive: args.drive.clone(),
     };
-    let (all, bucket) =
+    let (all, bucket, passed_over) =
         super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, Some(query))?;
+    for line in passed_over {
+        ui.warn(line);
+    }
     let own = OwnSet::of(&settings.sets);
     let mut chosen =
         browse::choose::for_ls(&all, (query, &own), external || cloud, args.set.as_deref())?;

@@ -73,7 +73,7 @@ pub(crate) fn drive_needs_drive_source(
 /// The backups `ls` and `find` look through: the bucket's `--source cloud[:NAME]` names (`pick`: the one backup
 /// the date picks; what they will read said on stderr; the catalog is kept, its store serves the reads:
 /// [`say_requests`]), or the local snapshots and drive backups `scope` names; `--set` checked against the sets
-/// they hold.
+/// they hold. Last, the drives' backups passed over because the user cannot read them (one line each, which and why).
 pub(crate) fn browsed_backups(
     settings: &Settings,
     ui: &crate::ui::Ui,
@@ -83,9 +83,10 @@ pub(crate) fn browsed_backups(
 ) -> anyhow::Result<(
     Vec<crate::browse::SetBackup>,
     Option<crate::browse::cloud::CloudScope>,
+    Vec<String>,
 )> {
     let set = scope.set.as_deref();
-    let (all, bucket) = match source {
+    let (all, bucket, passed_over) = match source {
         Some(s) if s.kept == crate::restore::select::Kept::Cloud => {
             let picked = pick.is_some();
             let mut c = crate::browse::cloud::catalog(settings, s.cloud.as_deref(), set, pick)?;
@@ -100,13 +101,16 @@ pub(crate) fn browsed_backups(
                 crate::stdx::bytes(c.index_bytes),
                 crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
             ));
-            (std::mem::take(&mut c.backups), Some(c))
+            (std::mem::take(&mut c.backups), Some(c), Vec::new())
         }
-        _ => (crate::browse::catalog(settings, scope)?, None),
+        _ => {
+            let (all, passed_over) = crate::browse::catalog(settings, scope)?;
+            (all, None, passed_over)
+        }
     };
     let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
     crate::restore::catalog::check_set_named(settings, set, &held)?;
-    Ok((all, bucket))
+    Ok((all, bucket, passed_over))
 }
 
 /// The requests a bucket's backups took (`ls`, `find` on a bucket), on stderr.

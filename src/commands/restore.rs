@@ -15,7 +15,9 @@
 //!
 //! Exit: 0 done (or intact); 1 anything refused, failed, not found or damaged (nothing is restored when anything is
 //! refused, unless `--skip-refused`); 2 bad arguments; 3 `--verify` of an encrypted backup without its key (the
-//! encrypted files are intact, the contents were not checked); 5 `--source external` with no drive present.
+//! encrypted files are intact, the contents were not checked), or a restore that gave back attributes or owners
+//! incompletely (as a normal user: one warning each); 5 `--source external` with no drive present. A dry run exits
+//! with what the restore would at best: 1 when it refuses entries, 3 when it warns beforehand (owners), else 0.
 
 use std::path::PathBuf;
 
@@ -235,6 +237,9 @@ fn list(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Exit> {
         .flat_map(|b| b.sets.iter().map(|s| s.name.as_str()))
         .collect();
     crate::restore::catalog::check_set_named(settings, req.set.as_deref(), &held)?;
+    for line in &listing.passed_over {
+        ui.warn(line);
+    }
     if ui.json {
         super::print_json(&listing)?;
     } else {
@@ -272,7 +277,16 @@ fn restore(
         } else {
             crate::out!("{}", outcome::render_plans(&planned, ui.verbosity >= 1));
         }
-        return Ok(if refused > 0 { Exit::Failed } else { Exit::Ok });
+        let warnings = outcome::plan_warnings(&planned);
+        for w in &warnings {
+            ui.warn(w);
+        }
+        // What the restore would exit with at best.
+        return Ok(match (refused > 0, warnings.is_empty()) {
+            (true, _) => Exit::Failed,
+            (false, false) => Exit::Warnings,
+            (false, true) => Exit::Ok,
+        });
     }
     if refused > 0 && !req.skip_refused {
         for p in &planned {

@@ -95,6 +95,10 @@ pub struct Drive {
     pub listing: DriveListing,
     /// With `--drive` pointing at one backup's directory: only that one.
     pub only: Option<String>,
+    /// The backups on it left out because the user cannot read them, one line each saying which and why
+    /// ([`passed_over`]).
+    #[serde(skip)]
+    pub passed_over: Vec<String>,
 }
 
 impl Drive {
@@ -169,15 +173,15 @@ pub fn drives_with(
                 Some(format!("{} is not a directory", backups_dir.display())),
             ),
         };
-        let listing = match &opened {
+        let (listing, passed_over) = match &opened {
             Some(d) => {
                 let listing = drive::list_with(d, images_only).map_err(|e| {
                     anyhow::anyhow!("cannot list the backups in {}: {e}", d.path().display())
                 })?;
-                readable(d, &listing)?;
-                listing
+                let passed_over = readable(d, &listing)?;
+                (listing, passed_over)
             }
-            None => DriveListing::default(),
+            None => (DriveListing::default(), Vec::new()),
         };
         out.push(Drive {
             name: "--drive".into(),
@@ -186,6 +190,7 @@ pub fn drives_with(
             absent,
             listing,
             only,
+            passed_over,
         });
         return Ok(out);
     }
@@ -201,6 +206,7 @@ pub fn drives_with(
             absent: None,
             listing: DriveListing::default(),
             only: None,
+            passed_over: Vec::new(),
         };
         match root {
             Ok(root) => {
@@ -212,11 +218,11 @@ pub fn drives_with(
                             let l = drive::list_with(&b, images_only).map_err(|e| e.to_string())?;
                             Ok((readable(&b, &l), l))
                         }
-                        None => Ok((Ok(()), DriveListing::default())),
+                        None => Ok((Ok(Vec::new()), DriveListing::default())),
                     });
                 match listed {
                     Ok((readable, l)) => {
-                        readable?;
+                        drive.passed_over = readable?;
                         drive.listing = l;
                         drive.backups_dir = Some(dir);
                     }
@@ -240,14 +246,26 @@ pub fn drives_with(
 }
 
 /// Fails when the user running may open none of the backups in `backups` (the drive root wrote on a Linux
-/// filesystem), saying so and what to do, rather than that there are none.
-fn readable(backups: &Dir, listing: &DriveListing) -> anyhow::Result<()> {
-    if !listing.backups.is_empty() {
-        return Ok(());
-    }
+/// filesystem), saying so and what to do, rather than that there are none. Among readable ones, those the user may
+/// not open are passed over: one line each, which and why.
+fn readable(backups: &Dir, listing: &DriveListing) -> anyhow::Result<Vec<String>> {
     let denied = drive::unreadable(backups);
+    if !listing.backups.is_empty() {
+        let dir = crate::stdx::show_path(backups.path());
+        return Ok(denied
+            .iter()
+            .map(|name| {
+                format!(
+                    "backup {} in {dir} was passed over: it is not readable by you (permission denied: a drive \
+                     written by root on a Linux filesystem keeps it root's, mode 0700); run the same command as \
+                     root (sudo dbackup ...) to read it",
+                    crate::stdx::show_str(name)
+                )
+            })
+            .collect());
+    }
     let Some(first) = denied.first() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let named = match denied.len() {
         1 => format!("backup {first} is"),
@@ -259,6 +277,11 @@ fn readable(backups: &Dir, listing: &DriveListing) -> anyhow::Result<()> {
          on a Linux filesystem keeps them root's, mode 0700); run the same command as root (sudo dbackup ...)",
         crate::stdx::show_path(backups.path())
     )
+}
+
+/// The lines saying which backups on `drives` were passed over, and why ([`Drive::passed_over`]).
+pub fn passed_over(drives: &[Drive]) -> impl Iterator<Item = &String> {
+    drives.iter().flat_map(|d| &d.passed_over)
 }
 
 /// The exit-5 message when no drive can be read.

@@ -257,6 +257,9 @@ fn choose_external(
     // A backup of partition images only holds no set to restore; `--verify` checks it when its stamp names it.
     let images_only = req.verify && matches!(query, DateQuery::Exact(_)) && req.set.is_none();
     let drives = catalog::drives_with(settings, req.drive.as_deref(), images_only)?;
+    for line in catalog::passed_over(&drives) {
+        ui.warn(line);
+    }
     if !drives.iter().any(Drive::present) {
         return Err(
             CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),

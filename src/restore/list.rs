@@ -83,6 +83,7 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         backups: Vec::new(),
         destinations: Vec::new(),
         notes: Vec::new(),
+        passed_over: Vec::new(),
     };
     if local {
         let sets = select::only_set(catalog::local_set_names(settings), req.set.as_deref());
@@ -100,6 +101,7 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
     let mut no_drive = None;
     if external {
         let drives = catalog::drives(settings, req.drive.as_deref())?;
+        listing.passed_over = catalog::passed_over(&drives).cloned().collect();
         if !local && !drives.iter().any(Drive::present) {
             no_drive = Some(catalog::no_drive_message(&drives));
         }
@@ -166,6 +168,9 @@ pub struct Listing {
     /// than are noted one by one (the newest [`crate::stdx::NAMED`] are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The drives' backups the user cannot read, passed over: one line each for stderr ([`catalog::passed_over`]).
+    #[serde(skip)]
+    pub passed_over: Vec<String>,
 }
 
 /// One backup: a stamp's local snapshots, or one backup directory on a drive.

@@ -7,9 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::engine::apply::shortfalls;
-use super::engine::attrs::AttrTally;
 use super::engine::displace::Displaced;
-use super::engine::owners::OwnerTally;
 use super::job::Planned;
 use super::select::Kept;
 use super::{Action, Counts, Plan, PlanItem, Summary};
@@ -26,6 +24,9 @@ pub struct RestoreOutput<'a> {
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
     pub dry_run: bool,
     pub restores: Vec<RestoreItem<'a>>,
+    /// A dry run's warnings of what the restore will give back incompletely ([`plan_warnings`]), as stderr says them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One restored path.
@@ -57,6 +58,10 @@ impl<'a> RestoreOutput<'a> {
             time: crate::snapshot::parse_stamp(&backup).map(crate::json::localize),
             backup,
             dry_run,
+            warnings: match dry_run {
+                true => plan_warnings(planned),
+                false => Vec::new(),
+            },
             restores: planned
                 .iter()
                 .zip(summaries.iter().map(Some).chain(std::iter::repeat(None)))
@@ -213,23 +218,43 @@ pub fn kept_line(summaries: &[Summary], dir: &Path, listed: &str) -> Option<Stri
 /// A restore's warnings (what was restored incompletely): one per kind of shortfall and target, the paths restored
 /// into the same target counted together.
 pub fn warnings(summaries: &[Summary]) -> Vec<String> {
-    let mut by_target: Vec<(&Path, AttrTally, OwnerTally)> = Vec::new();
-    for s in summaries {
-        match by_target
-            .iter_mut()
-            .find(|(t, ..)| *t == s.target.as_path())
-        {
-            Some((_, attrs, owners)) => {
-                attrs.add(&s.attrs);
-                owners.add(&s.owners);
-            }
-            None => by_target.push((&s.target, s.attrs.clone(), s.owners.clone())),
+    let tallies = summaries
+        .iter()
+        .map(|s| (s.target.as_path(), (s.attrs.clone(), s.owners.clone())));
+    by_target(tallies, |(attrs, owners), (a, o)| {
+        attrs.add(&a);
+        owners.add(&o);
+    })
+    .iter()
+    .flat_map(|(t, (attrs, owners))| shortfalls(attrs, owners, &show_path(t)))
+    .collect()
+}
+
+/// A dry run's warnings, before the restore: the entries a restore without privileges will not give their owners,
+/// one warning per target (the count [`warnings`] then gives).
+pub fn plan_warnings(planned: &[Planned]) -> Vec<String> {
+    let tallies = planned
+        .iter()
+        .map(|p| (p.plan.target.as_path(), p.plan.owners_not_kept()));
+    by_target(tallies, |owners, o| owners.add(&o))
+        .iter()
+        .filter_map(|(t, owners)| owners.forecast(&show_path(t)))
+        .collect()
+}
+
+/// The tallies of the paths restored into the same target added together, in the order the targets come.
+fn by_target<'a, T>(
+    tallies: impl Iterator<Item = (&'a Path, T)>,
+    add: impl Fn(&mut T, T),
+) -> Vec<(&'a Path, T)> {
+    let mut out: Vec<(&Path, T)> = Vec::new();
+    for (target, tally) in tallies {
+        match out.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, sum)) => add(sum, tally),
+            None => out.push((target, tally)),
         }
     }
-    by_target
-        .iter()
-        .flat_map(|(t, attrs, owners)| shortfalls(attrs, owners, &show_path(t)))
-        .collect()
+    out
 }
 
 /// What a restore that stopped on an error had done, for the error's context.

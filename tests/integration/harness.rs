@@ -128,6 +128,22 @@ impl Test {
     /// `setpriv`: its `HOME` is `home` and its XDG config and state directories are below it, and it is given no
     /// config (as on a new machine). The tests run as root, which reads and owns everything; a normal user does not.
     pub fn cmd_as(&self, uid: u32, home: &Path) -> Cmd {
+        self.cmd_as_in(uid, &[], home)
+    }
+
+    /// [`Test::cmd_as`] with the supplementary `groups` (a user in `groups`, as `id` lists them).
+    pub fn cmd_as_in(&self, uid: u32, groups: &[u32], home: &Path) -> Cmd {
+        let groups = match groups {
+            [] => "--clear-groups".to_string(),
+            _ => format!(
+                "--groups={}",
+                groups
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
         let mut command = Command::new("setpriv");
         self.environment(&mut command, "someone")
             .env("HOME", home)
@@ -137,7 +153,7 @@ impl Test {
             .stdin(Stdio::null())
             .arg(format!("--reuid={uid}"))
             .arg(format!("--regid={uid}"))
-            .args(["--clear-groups", BIN]);
+            .args([groups.as_str(), BIN]);
         Cmd {
             command,
             config: None,

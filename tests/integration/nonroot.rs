@@ -35,7 +35,12 @@ impl World {
 
     /// `dbackup <args>` as the user, with `--identity` after `restore` or `ls` when the backups are encrypted.
     fn run(&self, args: &[&str]) -> Cmd {
-        let mut cmd = self.t.cmd_as(USER, &self.user_home()).args(args);
+        self.run_in(&[], args)
+    }
+
+    /// [`World::run`] with the user in the supplementary `groups`.
+    fn run_in(&self, groups: &[u32], args: &[&str]) -> Cmd {
+        let mut cmd = self.t.cmd_as_in(USER, groups, &self.user_home()).args(args);
         if let Some(key) = &self.key {
             cmd = cmd.args(["--identity"]).args([key]);
         }
@@ -136,8 +141,9 @@ fn change(t: &Test) {
     chmod(&h.join("ro"), 0o500);
 }
 
-/// Root collects the home and writes it to the drive twice (a full, an incremental); the user's new home is made.
-fn world(encrypted: bool) -> World {
+/// Root collects the home (`extra` adds to it) and writes it to the drive twice (a full, an incremental); the user's
+/// new home is made.
+fn world(encrypted: bool, extra: fn(&Test)) -> World {
     let t = Test::new();
     // The user must get to the drive and to their own home below the test's directory.
     chmod(t.path("").as_path(), 0o755);
@@ -156,6 +162,7 @@ fn world(encrypted: bool) -> World {
              "image": {{ "kit": false }}{enc} }}"#
     ));
     home(&t);
+    extra(&t);
     let drive = t.path("T9");
     fs::create_dir_all(&drive).unwrap();
     let mut made = Vec::new();
@@ -195,10 +202,19 @@ fn world(encrypted: bool) -> World {
 /// One test's world (`None` when it cannot run here), its drive `readable` by the user or not: the world, the
 /// drive's path, and the user's restore target `user/restored` (not made yet).
 fn ready(encrypted: bool, readable: bool) -> Option<(World, String, PathBuf)> {
+    ready_with(encrypted, readable, |_| {})
+}
+
+/// [`ready`] with `extra` adding to the home before it is backed up.
+fn ready_with(
+    encrypted: bool,
+    readable: bool,
+    extra: fn(&Test),
+) -> Option<(World, String, PathBuf)> {
     if !can_run(encrypted) {
         return None;
     }
-    let w = world(encrypted);
+    let w = world(encrypted, extra);
     w.drive_readable(readable);
     let drive = w.drive.to_str().unwrap().to_string();
     let target = w.user_home().join("restored");
@@ -494,4 +510,181 @@ fn a_directory_that_does_not_let_its_owner_in_is_said_so_with_what_to_do() {
          restore as root (sudo dbackup restore ...)",
     );
     assert_eq!(listing(&target), before, "nothing written");
+}
+
+/// A group the user is in (a supplementary one, not their own).
+const SHARED: u32 = 2345;
+
+/// The home with the user's entries of the group `SHARED`: a directory, a file in it, and a symlink.
+fn shared_entries(t: &Test) {
+    let h = t.home();
+    let dir = h.join("team");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("plan.txt"), b"ours\n").unwrap();
+    std::os::unix::fs::symlink("plan.txt", dir.join("link")).unwrap();
+    chown_tree(&dir, USER, SHARED);
+}
+
+/// The restored entries of `SHARED` and their groups.
+fn groups_of_shared(w: &World, target: &Path) -> Vec<(String, u32)> {
+    let team = home_in(w, target).join("team");
+    ["", "plan.txt", "link"]
+        .iter()
+        .map(|rel| {
+            let m = team.join(rel).symlink_metadata().unwrap();
+            (rel.to_string(), m.gid())
+        })
+        .collect()
+}
+
+/// The user's entries of a group they are in are restored with that group (a file's owner may give it any group
+/// they are in, as `chown :group` and `rsync -g` do), and are not counted as not kept: the only warning is for the
+/// other user's file. Without the group, those three are the user's own group and are counted. (Before: the group
+/// was never set and all four were counted: `4 entries were restored ...`.)
+#[test]
+fn a_group_the_user_is_in_is_restored_and_not_warned_about() {
+    let Some((w, drive, target)) = ready_with(false, true, shared_entries) else {
+        return;
+    };
+    let t = target.to_str().unwrap();
+    let out = w
+        .run_in(&[SHARED], &["restore", "--drive", &drive, "--target", t])
+        .status(3);
+    out.stderr_has(&format!(
+        "warning: 1 entry was restored into {t} as yours, not with the owner or group the backup gives it \
+         (uid {OTHER} gid {OTHER}): only root"
+    ));
+    let want = |gid| {
+        vec![
+            ("".into(), gid),
+            ("plan.txt".into(), gid),
+            ("link".into(), gid),
+        ]
+    };
+    assert_eq!(groups_of_shared(&w, &target), want(SHARED));
+
+    let other = w.user_home().join("restored-without");
+    let o = other.to_str().unwrap();
+    let out = w
+        .run(&["restore", "--drive", &drive, "--target", o])
+        .status(3);
+    out.stderr_has(&format!(
+        "warning: 4 entries were restored into {o} as yours, not with the owner or group the backup gives them \
+         (uid {OTHER} gid {OTHER}, uid {USER} gid {SHARED}): only root"
+    ));
+    assert_eq!(groups_of_shared(&w, &other), want(USER));
+}
+
+/// What a dry run's `--json` plan says beyond the plans.
+#[derive(serde::Deserialize)]
+struct DryRun {
+    dry_run: bool,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+/// The lines of `out`'s stderr that warn, `about` something.
+fn warnings<'a>(out: &'a Output, about: &str) -> Vec<&'a str> {
+    out.stderr
+        .lines()
+        .filter(|l| l.starts_with("dbackup: warning: ") && l.contains(about))
+        .collect()
+}
+
+/// `restore --dry-run` as the user says beforehand, in one warning on stderr (and in the `--json` plan's `warnings`),
+/// how many entries the restore will not give their owners, the count the restore then gives, and exits 3 as the
+/// restore does (a dry run exits with what the run would at best); in a group, its entries are not counted in either.
+/// The user's own files alone: no warning, exit 0. (Before: nothing said, exit 0.)
+#[test]
+fn a_dry_run_says_beforehand_which_owners_the_restore_cannot_give() {
+    let Some((w, drive, target)) = ready_with(false, true, shared_entries) else {
+        return;
+    };
+    let run = |groups: &[u32], target: &Path, more: &[&str], code: i32| -> Output {
+        let args = [
+            "restore",
+            "--drive",
+            &drive,
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        w.run_in(groups, &[&args[..], more].concat()).status(code)
+    };
+    let dry = run(&[SHARED], &target, &["--dry-run"], 3);
+    dry.stdout_has("dry run: nothing is written");
+    let said = warnings(&dry, "");
+    assert_eq!(said.len(), 1, "{}", dry.stderr);
+    insta::assert_snapshot!("dry_run_owners_warning", w.t.without_tmp(said[0]));
+    let json = run(&[SHARED], &target, &["--dry-run", "--json"], 3);
+    crate::json::assert_valid("restore-plan", &json.json());
+    let plan: DryRun = json.json();
+    assert!(plan.dry_run);
+    assert_eq!(plan.warnings, [&said[0]["dbackup: warning: ".len()..]]);
+    assert!(!target.exists(), "a dry run writes nothing");
+    let restored = run(&[SHARED], &target, &[], 3);
+    assert_eq!(warnings(&restored, "").len(), 1, "{}", restored.stderr);
+    restored.stderr_has("warning: 1 entry was restored into");
+
+    // Not in the group: its three entries are counted too, the same in both.
+    let other = w.user_home().join("restored-without");
+    run(&[], &other, &["--dry-run"], 3).stderr_has("warning: 4 entries would be restored into");
+    run(&[], &other, &[], 3).stderr_has("warning: 4 entries were restored into");
+
+    // The user's own files alone: nothing to say, exit 0, as the restore.
+    let ro = w.t.home().join("ro");
+    let own = w.user_home().join("restored-own");
+    let path = ["--path", ro.to_str().unwrap()];
+    let dry = run(&[], &own, &[&path[..], &["--dry-run"]].concat(), 0);
+    assert_eq!(warnings(&dry, ""), Vec::<&str>::new());
+    run(&[], &own, &path, 0).stderr_lacks("warning");
+}
+
+/// The newest backup on the drive written by root (0700, root's) beside one the user can read: `restore --list`,
+/// `find`, `ls` and a restore each say on stderr, in one line, that it was passed over and why; the restore (of the
+/// older backup, the newest the user can read) and `--list` go on as before, `find` exits 1 as for any backup it
+/// could not search. (Before: passed over silently, and the restore restored the older backup without a word.)
+#[test]
+fn a_backup_the_user_cannot_read_among_readable_ones_is_said_so() {
+    let Some((w, drive, target)) = ready(false, true) else {
+        return;
+    };
+    let (newest, old) = (&w.made[1].0, &w.made[0].0);
+    let dir = w.drive.join("backups").join(newest);
+    chown_tree(&dir, 0, 0);
+    chmod(&dir, 0o700);
+    let said = format!(
+        "warning: backup {newest} in {drive}/backups was passed over: it is not readable by you (permission denied: a \
+         drive written by root on a Linux filesystem keeps it root's, mode 0700); run the same command as root (sudo \
+         dbackup ...) to read it"
+    );
+    let passed = |out: &Output| {
+        let lines = warnings(out, "passed over");
+        assert_eq!(lines.len(), 1, "said once:\n{}", out.stderr);
+        let shown =
+            w.t.without_tmp(lines[0])
+                .replace(newest.as_str(), "[STAMP]");
+        insta::assert_snapshot!("passed_over", shown);
+        out.stderr_has(&said);
+    };
+    let list = w.run(&["restore", "--drive", &drive, "--list"]).status(0);
+    list.stdout_has(old).stdout_lacks(newest);
+    passed(&list);
+    let find = w.run(&["find", "--drive", &drive, "theirs.txt"]).status(1);
+    find.stdout_has("docs/theirs.txt");
+    passed(&find);
+    let docs = w.t.home().join("docs");
+    passed(
+        &w.run(&["ls", "--drive", &drive, docs.to_str().unwrap()])
+            .status(0),
+    );
+    let t = target.to_str().unwrap();
+    let restored = w
+        .run(&["restore", "--drive", &drive, "--target", t])
+        .status(3);
+    passed(&restored);
+    assert_eq!(
+        fs::read(home_in(&w, &target).join("docs/a.txt")).unwrap(),
+        b"alpha\n",
+        "the older backup's"
+    );
 }

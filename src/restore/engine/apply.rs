@@ -19,7 +19,7 @@ use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::item::{Action, PlanItem};
-use super::owners::OwnerTally;
+use super::owners::{self, OwnerTally};
 use super::plan::{Counts, Plan};
 use super::safety::{Refusal, RelPath};
 use super::target::{self, Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
@@ -142,8 +142,6 @@ pub struct Applier<'p> {
     /// The user's directories that did not let them write (a 0500 one restored before), opened to them (0700) while
     /// the restore fills them: their mode and mtime before, put back at the end.
     opened: HashMap<RelPath, (u32, Mtime)>,
-    /// The running user (effective uid, gid), read once: the owner a restore without privileges gives each entry.
-    me: (u32, u32),
     summary: Summary,
     buf: Vec<u8>,
     /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
@@ -222,10 +220,6 @@ impl<'p> Applier<'p> {
             implicit: HashSet::new(),
             swept: HashSet::new(),
             opened: HashMap::new(),
-            me: (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            ),
             summary,
             buf: vec![0; 1 << 20],
             keeper,
@@ -444,8 +438,11 @@ impl<'p> Applier<'p> {
         let opts = &self.plan.options;
         let fd = self.target.dir(rel, false).map_err(walk_io)?;
         if item.action != Action::Unchanged {
-            if opts.privileged {
-                rustix::fs::fchown(fd, Some(uid(item.entry.uid)), Some(gid(item.entry.gid)))?;
+            let grouped = give_owner(opts, &item.entry, |u, g| rustix::fs::fchown(fd, u, g))?;
+            // Counted here, not when made: its group is given only now.
+            let owner = (item.entry.uid, item.entry.gid);
+            if !opts.privileged && owners::counted(item) && opts.me.keeps(owner) && !grouped {
+                self.summary.owners.lost(owner);
             }
             rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode))?;
             attrs::apply(
@@ -473,12 +470,15 @@ impl<'p> Applier<'p> {
         match outcome {
             Ok(Outcome::Done) => {
                 self.summary.counts.add(item.action, item.bytes());
-                // A hard link's owner is its file's, counted with it. A directory of root's is, in a user's
-                // restore, one above the set's sources (`/home`, `/srv`): made the user's in a target of their own,
-                // as it must be, and a warning on every such restore would teach them to pass over the warning.
-                let above = item.kind == EntryKind::Dir && item.entry.uid == 0;
-                if !plan.options.privileged && item.kind != EntryKind::Hardlink && !above {
-                    (self.summary.owners).count((item.entry.uid, item.entry.gid), self.me);
+                let owner = (item.entry.uid, item.entry.gid);
+                // An owner the user keeps is counted if the entry did not get its group after all (a filesystem
+                // that takes no groups); a directory's is given (and counted) by `finish`.
+                if !plan.options.privileged
+                    && owners::counted(item)
+                    && (!plan.options.me.keeps(owner)
+                        || item.kind != EntryKind::Dir && !self.has_owner(&parent, name, owner))
+                {
+                    self.summary.owners.lost(owner);
                 }
                 self.touched.insert(parent);
                 Ok(())
@@ -523,6 +523,15 @@ impl<'p> Applier<'p> {
                 })
             }
         }
+    }
+
+    /// Whether the entry `name` in `parent` has the `owner` (uid, gid).
+    fn has_owner(&mut self, parent: &RelPath, name: &[u8], owner: (u32, u32)) -> bool {
+        let Ok(fd) = self.target.dir(parent, false) else {
+            return false;
+        };
+        rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| (st.st_uid, st.st_gid) == owner)
     }
 
     fn write_entry(
@@ -822,9 +831,9 @@ fn settle_special(
         Err(e) => return (Err(Failure::from_io(e)), None),
     };
     let result = (|| {
-        if opts.privileged {
-            chown_temp(parent, &tmp, &item.entry)?;
-        }
+        give_owner(opts, &item.entry, |u, g| {
+            rustix::fs::chownat(parent, tmp.as_str(), u, g, AtFlags::SYMLINK_NOFOLLOW)
+        })?;
         if fifo {
             rustix::fs::chmodat(
                 parent,
@@ -1187,10 +1196,8 @@ fn finish_file(
     }
     let fd = file.as_fd();
     (|| {
-        if privileged {
-            // Before chmod: chown clears setuid/setgid.
-            rustix::fs::fchown(fd, Some(uid(entry.uid)), Some(gid(entry.gid)))?;
-        }
+        // Before chmod: chown clears setuid/setgid.
+        give_owner(opts, entry, |u, g| rustix::fs::fchown(fd, u, g))?;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
         attrs::apply(On::Fd(fd), entry.attrs.as_deref(), false, privileged, tally);
         rustix::fs::futimens(fd, &times(entry.mtime))?;
@@ -1254,15 +1261,23 @@ fn differs(given: &RestoreEntry, planned: &RestoreEntry) -> Option<&'static str>
     }
 }
 
-/// Gives a temporary entry (a symlink or fifo, never followed) the entry's owner; callers do this only when privileged.
-fn chown_temp(parent: impl rustix::fd::AsFd, tmp: &str, entry: &RestoreEntry) -> Result<(), Errno> {
-    rustix::fs::chownat(
-        parent,
-        tmp,
-        Some(uid(entry.uid)),
-        Some(gid(entry.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
+/// Gives an entry its owner through `chown` (owner, group): privileged, both (a failure fails the entry); without
+/// privileges, its group alone when the user is in it ([`owners::Me::group`]), else nothing: it stays the user's, and a
+/// group the filesystem does not take leaves it theirs too (counted by the caller, not failed). Whether the entry now
+/// has its group.
+fn give_owner(
+    opts: &RestoreOptions,
+    entry: &RestoreEntry,
+    chown: impl FnOnce(Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) -> Result<(), Errno>,
+) -> Result<bool, Errno> {
+    if opts.privileged {
+        chown(Some(uid(entry.uid)), Some(gid(entry.gid)))?;
+        return Ok(true);
+    }
+    Ok(opts
+        .me
+        .group(entry.gid)
+        .is_some_and(|g| chown(None, Some(gid(g))).is_ok()))
 }
 
 fn uid(u: u32) -> rustix::fs::Uid {

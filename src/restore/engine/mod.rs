@@ -109,6 +109,9 @@ pub struct RestoreOptions {
     /// Running as root: owners are restored, and setuid/setgid may be kept with `preserve_special`.
     /// Defaults to `geteuid() == 0`; tests set it to see the unprivileged behaviour as root.
     pub privileged: bool,
+    /// The running user: without privileges, an entry is given its group when they are in it ([`owners::Me`]).
+    #[serde(skip)]
+    pub me: owners::Me,
     pub preserve_special: bool,
     /// A prefix removed from names before they are checked, chosen deliberately by the caller (`/` for an archive
     /// made with `tar -P`); without it an absolute name is refused.
@@ -133,6 +136,7 @@ impl Default for RestoreOptions {
             overwrite: Overwrite::default(),
             compare: Compare::default(),
             privileged: rustix::process::geteuid().is_root(),
+            me: owners::Me::current(),
             preserve_special: false,
             strip_prefix: None,
             refuse_escaping_symlinks: false,

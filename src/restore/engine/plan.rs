@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::entry::{EntryKind, RestoreEntry, show};
 use super::item::{Action, PlanItem, link_root};
+use super::owners::{self, OwnerTally};
 use super::safety::{self, Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError, full_path};
 use super::tarscan::HeaderCounts;
@@ -91,6 +92,20 @@ impl Plan {
     /// The symlinks (and hard links to one) that lead outside the target.
     pub fn escaping(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| i.escapes_to.is_some())
+    }
+
+    /// What a restore without privileges of this plan will count ([`OwnerTally`]): its entries to write (create or
+    /// replace) whose owner the user does not keep ([`owners::counted`] ones), as the applier counts them.
+    pub fn owners_not_kept(&self) -> OwnerTally {
+        let mut tally = OwnerTally::default();
+        if self.options.privileged {
+            return tally;
+        }
+        let writes = |i: &&PlanItem| matches!(i.action, Action::Create | Action::Replace);
+        for item in self.entries().filter(writes).filter(|i| owners::counted(i)) {
+            tally.count((item.entry.uid, item.entry.gid), &self.options.me);
+        }
+        tally
     }
 
     /// The items that stand for an entry of the backup (not the directories made to hold them).
