@@ -1,13 +1,13 @@
 //! The backup run under one lock: the sets due collected group by group (`collect::run_prepared`), then each target
-//! drive written (`external::run_locked`) unless [`plan::skip_target`] says it already holds these snapshots; then
-//! [`finish`]: what is overdue and low on space now, the events and their delivery.
+//! drive written (`external::run_locked`) unless [`plan::skip_target`] says its newest good backup already holds these
+//! snapshots; then [`finish`]: what is overdue and low on space now, the events and their delivery.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Local};
 
-use super::plan::{self, OnDrive};
+use super::plan::{self, Held, OnDrive, Verdict};
 use super::{BackupReport, Observed, Problem, events, exit_of};
 use crate::collect::{self, CollectReport, SetStatus};
 use crate::exit::Exit;
@@ -32,6 +32,7 @@ fn empty_report(due: &Due, facts: &Facts) -> BackupReport {
         collect: vec![],
         external: vec![],
         external_skipped: vec![],
+        external_rewritten: vec![],
         problems: vec![],
         missing_media: None,
         overdue: vec![],
@@ -172,10 +173,13 @@ fn external_step(
         .filter_map(|s| s.newest_complete.map(|c| (s.set, c.name)))
         .collect();
     for target in &due.external.targets {
-        let on_drive = on_drive(&observed.facts, target);
-        if let Some(line) = plan::skip_target(target, &exported, on_drive.as_ref(), force) {
-            report.external_skipped.push(line);
-            continue;
+        match plan::skip_target(Some(&exported), &on_drive(&observed.facts, target), force) {
+            Verdict::Skip(line) => {
+                report.external_skipped.push(format!("{target}: {line}"));
+                continue;
+            }
+            Verdict::Write(Some(why)) => report.external_rewritten.push(format!("{target}: {why}")),
+            Verdict::Write(None) => {}
         }
         if crate::interrupt::requested().is_some() {
             break;
@@ -206,32 +210,27 @@ fn external_step(
     }
 }
 
-/// What the newest backup on `target` holds, as the run looked at it before starting.
-fn on_drive(facts: &Facts, target: &str) -> Option<OnDrive> {
+/// What `target` holds, as the run looked at it before starting: its newest good backup, and a newer one that is no
+/// restore point (`status::gather`'s judgement).
+pub(crate) fn on_drive(facts: &Facts, target: &str) -> OnDrive {
+    let found = |listing: Option<&gather::ListingFacts>, now| {
+        let held = |b: &gather::BackupFacts| Held {
+            stamp: b.stamp.clone(),
+            sets: b.sets.iter().cloned().collect(),
+            same_encryption: same_encryption(now, b.encryption.as_ref()),
+        };
+        OnDrive {
+            good: listing.and_then(|l| l.newest.as_ref()).map(held),
+            unsound: listing.and_then(|l| l.unsound.clone()),
+        }
+    };
     if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
-        let newest = c.listing.as_ref()?.newest.as_ref()?;
-        return Some(OnDrive {
-            stamp: newest.stamp.clone(),
-            sets: newest.sets.iter().cloned().collect(),
-            same_encryption: same_encryption(
-                c.settings.encryption.as_ref(),
-                newest.encryption.as_ref(),
-            ),
-        });
+        return found(c.listing.as_ref(), c.settings.encryption.as_ref());
     }
-    let dest = facts
-        .destinations
-        .iter()
-        .find(|d| d.settings.name == target)?;
-    let newest = dest.listing.as_ref()?.newest.as_ref()?;
-    Some(OnDrive {
-        stamp: newest.stamp.clone(),
-        sets: newest.sets.iter().cloned().collect(),
-        same_encryption: same_encryption(
-            dest.settings.encryption.as_ref(),
-            newest.encryption.as_ref(),
-        ),
-    })
+    (facts.destinations.iter())
+        .find(|d| d.settings.name == target)
+        .map(|d| found(d.listing.as_ref(), d.settings.encryption.as_ref()))
+        .unwrap_or_default()
 }
 
 /// After the run: what is overdue and low on space now, the events, and their delivery.
