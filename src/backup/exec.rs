@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Local};
 
-use super::plan::{self, Held, OnDrive, Verdict};
+use super::plan::{self, Verdict};
 use super::{BackupReport, Observed, Problem, events, exit_of};
 use crate::collect::{self, CollectReport, SetStatus};
 use crate::exit::Exit;
@@ -173,7 +173,11 @@ fn external_step(
         .filter_map(|s| s.newest_complete.map(|c| (s.set, c.name)))
         .collect();
     for target in &due.external.targets {
-        match plan::skip_target(Some(&exported), &on_drive(&observed.facts, target), force) {
+        match plan::skip_target(
+            Some(&exported),
+            &plan::on_drive(&observed.facts, target),
+            force,
+        ) {
             Verdict::Skip(line) => {
                 report.external_skipped.push(format!("{target}: {line}"));
                 continue;
@@ -208,29 +212,6 @@ fn external_step(
             }),
         }
     }
-}
-
-/// What `target` holds, as the run looked at it before starting: its newest good backup, and a newer one that is no
-/// restore point (`status::gather`'s judgement).
-pub(crate) fn on_drive(facts: &Facts, target: &str) -> OnDrive {
-    let found = |listing: Option<&gather::ListingFacts>, now| {
-        let held = |b: &gather::BackupFacts| Held {
-            stamp: b.stamp.clone(),
-            sets: b.sets.iter().cloned().collect(),
-            same_encryption: same_encryption(now, b.encryption.as_ref()),
-        };
-        OnDrive {
-            good: listing.and_then(|l| l.newest.as_ref()).map(held),
-            unsound: listing.and_then(|l| l.unsound.clone()),
-        }
-    };
-    if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
-        return found(c.listing.as_ref(), c.settings.encryption.as_ref());
-    }
-    (facts.destinations.iter())
-        .find(|d| d.settings.name == target)
-        .map(|d| found(d.listing.as_ref(), d.settings.encryption.as_ref()))
-        .unwrap_or_default()
 }
 
 /// After the run: what is overdue and low on space now, the events, and their delivery.
@@ -305,76 +286,4 @@ pub fn finish(
     report.events = events.iter().map(|e| e.kind).collect();
     report.notifications = notify::send(&settings.notifications, &events);
     events::show_deliveries(&report.notifications, ui);
-}
-
-/// Whether a backup encrypted as `written` matches what the config asks for now (recipients compared as sets).
-/// A recipients file that cannot be read counts as a change, so the external phase runs and reports it.
-fn same_encryption(
-    now: Option<&crate::settings::EncryptionSettings>,
-    written: Option<&crate::archive::EncryptionRecord>,
-) -> bool {
-    match (now, written) {
-        (None, None) => true,
-        (Some(now), Some(written)) => match now.resolve_record() {
-            Ok(now) => {
-                let set = |r: &crate::archive::EncryptionRecord| {
-                    r.recipients
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>()
-                };
-                now.passphrase == written.passphrase && set(&now) == set(written)
-            }
-            Err(_) => false,
-        },
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_encryption;
-    use crate::archive::EncryptionRecord;
-    use crate::settings::EncryptionSettings;
-
-    const A: &str = "age1z80aqjc05k265e6ytny08074m4xtyelt8su0fglg8yh3grtff4wsq8u4cu";
-    const B: &str = "age10ylq4uhfnf4tzmjqk24kyxfhgcne7u752xyfrutf44atuqnhvpyqfn56rp";
-
-    fn now(recipients: &[&str], passphrase: bool) -> EncryptionSettings {
-        EncryptionSettings {
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            recipients_file: None,
-            identity_file: None,
-            passphrase,
-            passphrase_file: None,
-        }
-    }
-
-    fn written(recipients: &[&str], passphrase: bool) -> EncryptionRecord {
-        EncryptionRecord {
-            format: "age-encryption.org/v1".into(),
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            passphrase,
-        }
-    }
-
-    #[test]
-    fn a_backup_counts_only_when_encrypted_as_configured_now() {
-        let cases: &[(Option<EncryptionSettings>, Option<EncryptionRecord>, bool)] = &[
-            (None, None, true),
-            (Some(now(&[A], false)), None, false),
-            (None, Some(written(&[A], false)), false),
-            (
-                Some(now(&[A, B], false)),
-                Some(written(&[B, A], false)),
-                true,
-            ),
-            (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
-            (Some(now(&[], true)), Some(written(&[], true)), true),
-            (Some(now(&[], true)), Some(written(&[A], false)), false),
-        ];
-        for (i, (n, w, same)) in cases.iter().enumerate() {
-            assert_eq!(same_encryption(n.as_ref(), w.as_ref()), *same, "case {i}");
-        }
-    }
 }

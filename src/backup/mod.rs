@@ -171,7 +171,7 @@ pub fn dry_run(settings: &Settings, observed: &Observed, ui: &Ui) -> anyhow::Res
     });
     let mut destinations = plan::views(&observed.facts, due);
     for d in destinations.iter_mut().filter(|d| d.target) {
-        let on_drive = exec::on_drive(&observed.facts, &d.name);
+        let on_drive = plan::on_drive(&observed.facts, &d.name);
         match plan::skip_target(exported.as_ref(), &on_drive, observed.force) {
             plan::Verdict::Skip(line) => (d.target, d.note) = (false, Some(line)),
             plan::Verdict::Write(why) => d.note = why,

@@ -1,6 +1,6 @@
 //! The backup phase's plan, pure: which sets are collected in which group, the destinations as this run sees them,
 //! the dry run in words, and the rule that skips a drive whose newest good backup already holds what would be
-//! exported.
+//! exported ([`skip_target`], fed by [`on_drive`] for the run and its dry run alike).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -290,9 +290,58 @@ fn unsound_words(u: &Unsound) -> &'static str {
     }
 }
 
+/// What `target` holds, as the run looked at it before starting: its newest good backup, and a newer one that is no
+/// restore point (`status::gather`'s judgement). Not quite pure: a recipients file the config names is read.
+pub(crate) fn on_drive(facts: &Facts, target: &str) -> OnDrive {
+    let found = |listing: Option<&crate::status::gather::ListingFacts>, now| {
+        let held = |b: &crate::status::gather::BackupFacts| Held {
+            stamp: b.stamp.clone(),
+            sets: b.sets.iter().cloned().collect(),
+            same_encryption: same_encryption(now, b.encryption.as_ref()),
+        };
+        OnDrive {
+            good: listing.and_then(|l| l.newest.as_ref()).map(held),
+            unsound: listing.and_then(|l| l.unsound.clone()),
+        }
+    };
+    if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
+        return found(c.listing.as_ref(), c.settings.encryption.as_ref());
+    }
+    (facts.destinations.iter())
+        .find(|d| d.settings.name == target)
+        .map(|d| found(d.listing.as_ref(), d.settings.encryption.as_ref()))
+        .unwrap_or_default()
+}
+
+/// Whether a backup encrypted as `written` matches what the config asks for now (recipients compared as sets).
+/// A recipients file that cannot be read counts as a change, so the external phase runs and reports it.
+fn same_encryption(
+    now: Option<&crate::settings::EncryptionSettings>,
+    written: Option<&crate::archive::EncryptionRecord>,
+) -> bool {
+    match (now, written) {
+        (None, None) => true,
+        (Some(now), Some(written)) => match now.resolve_record() {
+            Ok(now) => {
+                let set = |r: &crate::archive::EncryptionRecord| {
+                    r.recipients
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>()
+                };
+                now.passphrase == written.passphrase && set(&now) == set(written)
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::EncryptionRecord;
+    use crate::settings::EncryptionSettings;
 
     fn sets(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -346,7 +395,8 @@ mod tests {
         type Sets<'a> = &'a [(&'a str, &'a str)];
         // (exported (None: a collect runs first), the newest good backup, a newer one that is no restore point,
         // --force, what becomes of the target)
-        let cases: &[(Option<Sets>, Option<Held>, Option<Unsound>, bool, Want)] = &[
+        type Case<'a> = (Option<Sets<'a>>, Option<Held>, Option<Unsound>, bool, Want);
+        let cases: &[Case] = &[
             (Some(now), held(now), None, false, Skip),
             (Some(now), held(now), None, true, Write),
             (Some(now), other_encryption(now), None, false, Write),
@@ -408,5 +458,46 @@ mod tests {
             words(None, &on(unsound(false))),
             "its newest backup 2025-04-02-031500 has a broken chain, no restore point: writing a fresh one"
         );
+    }
+
+    const A: &str = "age1z80aqjc05k265e6ytny08074m4xtyelt8su0fglg8yh3grtff4wsq8u4cu";
+    const B: &str = "age10ylq4uhfnf4tzmjqk24kyxfhgcne7u752xyfrutf44atuqnhvpyqfn56rp";
+
+    fn now(recipients: &[&str], passphrase: bool) -> EncryptionSettings {
+        EncryptionSettings {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            recipients_file: None,
+            identity_file: None,
+            passphrase,
+            passphrase_file: None,
+        }
+    }
+
+    fn written(recipients: &[&str], passphrase: bool) -> EncryptionRecord {
+        EncryptionRecord {
+            format: "age-encryption.org/v1".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            passphrase,
+        }
+    }
+
+    #[test]
+    fn a_backup_counts_only_when_encrypted_as_configured_now() {
+        let cases: &[(Option<EncryptionSettings>, Option<EncryptionRecord>, bool)] = &[
+            (None, None, true),
+            (Some(now(&[A], false)), None, false),
+            (None, Some(written(&[A], false)), false),
+            (
+                Some(now(&[A, B], false)),
+                Some(written(&[B, A], false)),
+                true,
+            ),
+            (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
+            (Some(now(&[], true)), Some(written(&[], true)), true),
+            (Some(now(&[], true)), Some(written(&[A], false)), false),
+        ];
+        for (i, (n, w, same)) in cases.iter().enumerate() {
+            assert_eq!(same_encryption(n.as_ref(), w.as_ref()), *same, "case {i}");
+        }
     }
 }
