@@ -76,6 +76,9 @@ pub fn outcome_lines(report: &BackupReport) -> Vec<(Level, String)> {
             format!("{} {}: FAILED: {}", p.phase, p.subject, p.message),
         ));
     }
+    for s in &report.external_rewritten {
+        out.push((Level::Info, format!("external {s}")));
+    }
     for e in &report.external {
         for s in &e.sets {
             for w in &s.warnings {

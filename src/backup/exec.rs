@@ -1,13 +1,13 @@
 //! The backup run under one lock: the sets due collected group by group (`collect::run_prepared`), then each target
-//! drive written (`external::run_locked`) unless [`plan::skip_target`] says it already holds these snapshots; then
-//! [`finish`]: what is overdue and low on space now, the events and their delivery.
+//! drive written (`external::run_locked`) unless [`plan::skip_target`] says its newest good backup already holds these
+//! snapshots; then [`finish`]: what is overdue and low on space now, the events and their delivery.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset, Local};
 
-use super::plan::{self, OnDrive};
+use super::plan::{self, Verdict};
 use super::{BackupReport, Observed, Problem, events, exit_of};
 use crate::collect::{self, CollectReport, SetStatus};
 use crate::exit::Exit;
@@ -32,6 +32,7 @@ fn empty_report(due: &Due, facts: &Facts) -> BackupReport {
         collect: vec![],
         external: vec![],
         external_skipped: vec![],
+        external_rewritten: vec![],
         problems: vec![],
         missing_media: None,
         overdue: vec![],
@@ -172,10 +173,17 @@ fn external_step(
         .filter_map(|s| s.newest_complete.map(|c| (s.set, c.name)))
         .collect();
     for target in &due.external.targets {
-        let on_drive = on_drive(&observed.facts, target);
-        if let Some(line) = plan::skip_target(target, &exported, on_drive.as_ref(), force) {
-            report.external_skipped.push(line);
-            continue;
+        match plan::skip_target(
+            Some(&exported),
+            &plan::on_drive(&observed.facts, target),
+            force,
+        ) {
+            Verdict::Skip(line) => {
+                report.external_skipped.push(format!("{target}: {line}"));
+                continue;
+            }
+            Verdict::Write(Some(why)) => report.external_rewritten.push(format!("{target}: {why}")),
+            Verdict::Write(None) => {}
         }
         if crate::interrupt::requested().is_some() {
             break;
@@ -204,34 +212,6 @@ fn external_step(
             }),
         }
     }
-}
-
-/// What the newest backup on `target` holds, as the run looked at it before starting.
-fn on_drive(facts: &Facts, target: &str) -> Option<OnDrive> {
-    if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
-        let newest = c.listing.as_ref()?.newest.as_ref()?;
-        return Some(OnDrive {
-            stamp: newest.stamp.clone(),
-            sets: newest.sets.iter().cloned().collect(),
-            same_encryption: same_encryption(
-                c.settings.encryption.as_ref(),
-                newest.encryption.as_ref(),
-            ),
-        });
-    }
-    let dest = facts
-        .destinations
-        .iter()
-        .find(|d| d.settings.name == target)?;
-    let newest = dest.listing.as_ref()?.newest.as_ref()?;
-    Some(OnDrive {
-        stamp: newest.stamp.clone(),
-        sets: newest.sets.iter().cloned().collect(),
-        same_encryption: same_encryption(
-            dest.settings.encryption.as_ref(),
-            newest.encryption.as_ref(),
-        ),
-    })
 }
 
 /// After the run: what is overdue and low on space now, the events, and their delivery.
@@ -306,76 +286,4 @@ pub fn finish(
     report.events = events.iter().map(|e| e.kind).collect();
     report.notifications = notify::send(&settings.notifications, &events);
     events::show_deliveries(&report.notifications, ui);
-}
-
-/// Whether a backup encrypted as `written` matches what the config asks for now (recipients compared as sets).
-/// A recipients file that cannot be read counts as a change, so the external phase runs and reports it.
-fn same_encryption(
-    now: Option<&crate::settings::EncryptionSettings>,
-    written: Option<&crate::archive::EncryptionRecord>,
-) -> bool {
-    match (now, written) {
-        (None, None) => true,
-        (Some(now), Some(written)) => match now.resolve_record() {
-            Ok(now) => {
-                let set = |r: &crate::archive::EncryptionRecord| {
-                    r.recipients
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>()
-                };
-                now.passphrase == written.passphrase && set(&now) == set(written)
-            }
-            Err(_) => false,
-        },
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_encryption;
-    use crate::archive::EncryptionRecord;
-    use crate::settings::EncryptionSettings;
-
-    const A: &str = "age1z80aqjc05k265e6ytny08074m4xtyelt8su0fglg8yh3grtff4wsq8u4cu";
-    const B: &str = "age10ylq4uhfnf4tzmjqk24kyxfhgcne7u752xyfrutf44atuqnhvpyqfn56rp";
-
-    fn now(recipients: &[&str], passphrase: bool) -> EncryptionSettings {
-        EncryptionSettings {
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            recipients_file: None,
-            identity_file: None,
-            passphrase,
-            passphrase_file: None,
-        }
-    }
-
-    fn written(recipients: &[&str], passphrase: bool) -> EncryptionRecord {
-        EncryptionRecord {
-            format: "age-encryption.org/v1".into(),
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            passphrase,
-        }
-    }
-
-    #[test]
-    fn a_backup_counts_only_when_encrypted_as_configured_now() {
-        let cases: &[(Option<EncryptionSettings>, Option<EncryptionRecord>, bool)] = &[
-            (None, None, true),
-            (Some(now(&[A], false)), None, false),
-            (None, Some(written(&[A], false)), false),
-            (
-                Some(now(&[A, B], false)),
-                Some(written(&[B, A], false)),
-                true,
-            ),
-            (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
-            (Some(now(&[], true)), Some(written(&[], true)), true),
-            (Some(now(&[], true)), Some(written(&[A], false)), false),
-        ];
-        for (i, (n, w, same)) in cases.iter().enumerate() {
-            assert_eq!(same_encryption(n.as_ref(), w.as_ref()), *same, "case {i}");
-        }
-    }
 }

@@ -3,7 +3,7 @@
 //! present; then what is overdue and low on space, the events and their notifications.
 //!
 //! - [`plan`]: pure: the groups of sets, the destinations as the run sees them, the dry run in words, and the rule that
-//!   skips a drive whose newest backup already holds these snapshots ([`plan::skip_target`]).
+//!   skips a drive whose newest good backup already holds these snapshots ([`plan::skip_target`]).
 //! - [`exec`]: the run under one lock (`collect::run_prepared`, then `external::run_locked` per destination), then
 //!   [`exec::finish`].
 //! - [`events`]: what a run says: its summary lines, its events, their delivery, its run log record.
@@ -50,8 +50,12 @@ pub struct BackupReport {
     pub collect: Vec<CollectReport>,
     /// One external report per destination written to.
     pub external: Vec<ExternalReport>,
-    /// Destinations not written although due, and why (their newest backup already holds these snapshots).
+    /// Destinations not written although due, and why (their newest good backup already holds these snapshots).
     pub external_skipped: Vec<String>,
+    /// Destinations written whose newest backup is no restore point (found damaged, or its chain broken), and why:
+    /// one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_rewritten: Vec<String>,
     /// Failures of a whole phase step (rsync missing, nothing to export, ...).
     pub problems: Vec<Problem>,
     /// Set when the external phase was due but no destination was present.
@@ -159,8 +163,22 @@ pub fn dry_run(settings: &Settings, observed: &Observed, ui: &Ui) -> anyhow::Res
             ui,
         )?);
     }
+    // What the run would export: each set's newest complete snapshot, unless a collect runs first.
+    let exported = (!due.sets.iter().any(|s| s.collect)).then(|| {
+        (observed.facts.sets.iter())
+            .filter_map(|s| Some((s.set.clone(), s.newest_complete.as_ref()?.name.clone())))
+            .collect()
+    });
+    let mut destinations = plan::views(&observed.facts, due);
+    for d in destinations.iter_mut().filter(|d| d.target) {
+        let on_drive = plan::on_drive(&observed.facts, &d.name);
+        match plan::skip_target(exported.as_ref(), &on_drive, observed.force) {
+            plan::Verdict::Skip(line) => (d.target, d.note) = (false, Some(line)),
+            plan::Verdict::Write(why) => d.note = why,
+        }
+    }
     Ok(BackupPlan {
-        destinations: plan::views(&observed.facts, due),
+        destinations,
         due: due.clone(),
         collect: plans,
     })

@@ -1,5 +1,6 @@
 //! The backup phase's plan, pure: which sets are collected in which group, the destinations as this run sees them,
-//! the dry run in words, and the rule that skips a drive whose newest backup already holds what would be exported.
+//! the dry run in words, and the rule that skips a drive whose newest good backup already holds what would be
+//! exported ([`skip_target`], fed by [`on_drive`] for the run and its dry run alike).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collect::{self, CollectPlan};
 use crate::exit::Exit;
+use crate::external::chain::Unsound;
 use crate::media::Presence;
 use crate::schedule::{Due, ExternalAction};
 use crate::settings::{SetSettings, Settings};
@@ -40,6 +42,10 @@ pub struct DestinationView {
     /// judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<String>,
+    /// A due target: why it is not written (its newest good backup already holds these snapshots), or why it is
+    /// written though its backups may be unchanged (its newest backup is no restore point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The sets to collect, grouped by whether their contents are compared: `(full, sets)`, compared first.
@@ -113,6 +119,7 @@ pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
         },
         target: due.external.targets.contains(&c.settings.name),
         due: judged(&c.settings.name),
+        note: None,
     });
     facts
         .destinations
@@ -130,6 +137,7 @@ pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
             },
             target: due.external.targets.contains(&d.settings.name),
             due: judged(&d.settings.name),
+            note: None,
         })
         .chain(clouds)
         .collect()
@@ -177,8 +185,8 @@ pub fn render_plan(plan: &BackupPlan) -> String {
             if d.target { " (would be written)" } else { "" },
             d.description
         );
-        if let Some(why) = &d.due {
-            let _ = writeln!(w, "      {why}");
+        for line in [&d.due, &d.note].into_iter().flatten() {
+            let _ = writeln!(w, "      {line}");
         }
     }
     if e.action == ExternalAction::Write && !plan.collect.is_empty() {
@@ -207,9 +215,9 @@ impl BackupPlan {
     }
 }
 
-/// What a target drive's newest backup holds, as the run sees it before writing to it.
+/// A backup on a target as the skip rule sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnDrive {
+pub struct Held {
     /// The backup's stamp.
     pub stamp: String,
     /// Set -> the snapshot it holds.
@@ -219,29 +227,121 @@ pub struct OnDrive {
     pub same_encryption: bool,
 }
 
-/// Whether the external step skips `target`: without `--force`, when its newest backup already holds exactly the
-/// snapshots the step would export now (`exported`: set -> each set's newest complete snapshot after collect),
-/// written as the config asks for now. Returns the summary line that says so.
+/// What a target drive or bucket holds, as the run sees it before writing to it: `status`'s judgement of its
+/// backups (`status::gather`: found damaged, chains).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnDrive {
+    /// Its newest good backup (a restore point: verified, not found damaged, its chain whole), if any.
+    pub good: Option<Held>,
+    /// Its newest backup when that one is no restore point (newer than `good`).
+    pub unsound: Option<Unsound>,
+}
+
+/// What the external step does with a due target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not written, and why.
+    Skip(String),
+    /// Written; why, when its newest backup is no restore point.
+    Write(Option<String>),
+}
+
+/// Whether the external step skips a target: without `--force`, when its newest good backup already holds exactly
+/// the snapshots the step would export now (`exported`: set -> each set's newest complete snapshot after collect;
+/// `None` when a collect runs first: new snapshots), written as the config asks for now. A backup that is no restore
+/// point never stands in for a good one: it is passed over, and a target written while its newest backup is one
+/// says so.
 pub fn skip_target(
-    target: &str,
-    exported: &BTreeMap<String, String>,
-    on_drive: Option<&OnDrive>,
+    exported: Option<&BTreeMap<String, String>>,
+    on_drive: &OnDrive,
     force: bool,
-) -> Option<String> {
-    let on_drive = on_drive?;
-    if force || exported.is_empty() || &on_drive.sets != exported || !on_drive.same_encryption {
-        return None;
+) -> Verdict {
+    let unsound = on_drive.unsound.as_ref();
+    if let (Some(exported), Some(good)) = (exported, &on_drive.good)
+        && !force
+        && !exported.is_empty()
+        && &good.sets == exported
+        && good.same_encryption
+    {
+        let newer = unsound
+            .map(|u| format!(" ({}, newer, {})", u.stamp, unsound_words(u)))
+            .unwrap_or_default();
+        return Verdict::Skip(format!(
+            "its newest {}backup {} already holds these snapshots ({}); nothing new to write{newer}",
+            if unsound.is_some() { "good " } else { "" },
+            good.stamp,
+            exported.values().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
-    Some(format!(
-        "{target}: its newest backup {} already holds these snapshots ({}); nothing new to write",
-        on_drive.stamp,
-        exported.values().cloned().collect::<Vec<_>>().join(", ")
-    ))
+    Verdict::Write(unsound.map(|u| {
+        format!(
+            "its newest backup {} {}, no restore point: writing a fresh one",
+            u.stamp,
+            unsound_words(u)
+        )
+    }))
+}
+
+/// What is wrong with a backup that is no restore point, in a few words.
+fn unsound_words(u: &Unsound) -> &'static str {
+    match u.damaged {
+        true => "is damaged",
+        false => "has a broken chain",
+    }
+}
+
+/// What `target` holds, as the run looked at it before starting: its newest good backup, and a newer one that is no
+/// restore point (`status::gather`'s judgement). Not quite pure: a recipients file the config names is read.
+pub(crate) fn on_drive(facts: &Facts, target: &str) -> OnDrive {
+    let found = |listing: Option<&crate::status::gather::ListingFacts>, now| {
+        let held = |b: &crate::status::gather::BackupFacts| Held {
+            stamp: b.stamp.clone(),
+            sets: b.sets.iter().cloned().collect(),
+            same_encryption: same_encryption(now, b.encryption.as_ref()),
+        };
+        OnDrive {
+            good: listing.and_then(|l| l.newest.as_ref()).map(held),
+            unsound: listing.and_then(|l| l.unsound.clone()),
+        }
+    };
+    if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
+        return found(c.listing.as_ref(), c.settings.encryption.as_ref());
+    }
+    (facts.destinations.iter())
+        .find(|d| d.settings.name == target)
+        .map(|d| found(d.listing.as_ref(), d.settings.encryption.as_ref()))
+        .unwrap_or_default()
+}
+
+/// Whether a backup encrypted as `written` matches what the config asks for now (recipients compared as sets).
+/// A recipients file that cannot be read counts as a change, so the external phase runs and reports it.
+fn same_encryption(
+    now: Option<&crate::settings::EncryptionSettings>,
+    written: Option<&crate::archive::EncryptionRecord>,
+) -> bool {
+    match (now, written) {
+        (None, None) => true,
+        (Some(now), Some(written)) => match now.resolve_record() {
+            Ok(now) => {
+                let set = |r: &crate::archive::EncryptionRecord| {
+                    r.recipients
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>()
+                };
+                now.passphrase == written.passphrase && set(&now) == set(written)
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::EncryptionRecord;
+    use crate::settings::EncryptionSettings;
 
     fn sets(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -250,39 +350,154 @@ mod tests {
             .collect()
     }
 
-    fn drive(pairs: &[(&str, &str)], same_encryption: bool) -> OnDrive {
-        OnDrive {
+    /// The newest good backup, holding `pairs`, encrypted as the config asks for now.
+    fn held(pairs: &[(&str, &str)]) -> Option<Held> {
+        Some(Held {
             stamp: "2025-04-01-031500".into(),
             sets: sets(pairs),
-            same_encryption,
+            same_encryption: true,
+        })
+    }
+
+    /// [`held`], encrypted otherwise.
+    fn other_encryption(pairs: &[(&str, &str)]) -> Option<Held> {
+        held(pairs).map(|h| Held {
+            same_encryption: false,
+            ..h
+        })
+    }
+
+    /// A newer backup that is no restore point: found damaged, else its chain broken.
+    fn unsound(damaged: bool) -> Option<Unsound> {
+        Some(Unsound {
+            stamp: "2025-04-02-031500".into(),
+            damaged,
+        })
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Skip,
+        Write,
+        /// Written, saying why.
+        WriteWhy,
+    }
+
+    /// A target is skipped only when its newest good backup holds exactly these snapshots; one that is no restore
+    /// point (damaged, its chain broken) never stands in for it, and a target written while its newest backup is one
+    /// says so.
+    #[test]
+    fn a_target_is_skipped_only_when_its_newest_good_backup_holds_exactly_these_snapshots() {
+        use Want::*;
+        let now = &[("config", "config-2"), ("data", "data-2")];
+        let older = &[("config", "config-1"), ("data", "data-2")];
+        let fewer = &[("data", "data-2")];
+        type Sets<'a> = &'a [(&'a str, &'a str)];
+        // (exported (None: a collect runs first), the newest good backup, a newer one that is no restore point,
+        // --force, what becomes of the target)
+        type Case<'a> = (Option<Sets<'a>>, Option<Held>, Option<Unsound>, bool, Want);
+        let cases: &[Case] = &[
+            (Some(now), held(now), None, false, Skip),
+            (Some(now), held(now), None, true, Write),
+            (Some(now), other_encryption(now), None, false, Write),
+            (Some(now), held(older), None, false, Write),
+            (Some(now), held(fewer), None, false, Write),
+            (Some(fewer), held(now), None, false, Write),
+            (Some(now), None, None, false, Write),
+            (Some(&[]), held(&[]), None, false, Write),
+            (None, held(now), None, false, Write),
+            // The newest is damaged or broken: an older good one of other snapshots, or none, is no reason to skip.
+            (Some(now), None, unsound(true), false, WriteWhy),
+            (Some(now), None, unsound(false), false, WriteWhy),
+            (Some(now), held(older), unsound(true), false, WriteWhy),
+            (Some(now), held(now), unsound(true), true, WriteWhy),
+            (None, held(now), unsound(false), false, WriteWhy),
+            // An older good backup that holds these snapshots is.
+            (Some(now), held(now), unsound(true), false, Skip),
+        ];
+        for (i, (exported, good, unsound, force, want)) in cases.iter().enumerate() {
+            let exported = exported.map(sets);
+            let on_drive = OnDrive {
+                good: good.clone(),
+                unsound: unsound.clone(),
+            };
+            let verdict = skip_target(exported.as_ref(), &on_drive, *force);
+            let got = match verdict {
+                Verdict::Skip(_) => Skip,
+                Verdict::Write(None) => Write,
+                Verdict::Write(Some(_)) => WriteWhy,
+            };
+            assert_eq!(&got, want, "case {i}: {verdict:?}");
+        }
+        let on = |unsound| OnDrive {
+            good: held(now),
+            unsound,
+        };
+        let words = |exported: Option<Sets>, on_drive: &OnDrive| match skip_target(
+            exported.map(sets).as_ref(),
+            on_drive,
+            false,
+        ) {
+            Verdict::Skip(line) | Verdict::Write(Some(line)) => line,
+            Verdict::Write(None) => String::new(),
+        };
+        assert_eq!(
+            words(Some(now), &on(None)),
+            "its newest backup 2025-04-01-031500 already holds these snapshots (config-2, data-2); nothing new to write"
+        );
+        assert_eq!(
+            words(Some(now), &on(unsound(true))),
+            "its newest good backup 2025-04-01-031500 already holds these snapshots (config-2, data-2); nothing new \
+             to write (2025-04-02-031500, newer, is damaged)"
+        );
+        assert_eq!(
+            words(None, &on(unsound(true))),
+            "its newest backup 2025-04-02-031500 is damaged, no restore point: writing a fresh one"
+        );
+        assert_eq!(
+            words(None, &on(unsound(false))),
+            "its newest backup 2025-04-02-031500 has a broken chain, no restore point: writing a fresh one"
+        );
+    }
+
+    const A: &str = "age1z80aqjc05k265e6ytny08074m4xtyelt8su0fglg8yh3grtff4wsq8u4cu";
+    const B: &str = "age10ylq4uhfnf4tzmjqk24kyxfhgcne7u752xyfrutf44atuqnhvpyqfn56rp";
+
+    fn now(recipients: &[&str], passphrase: bool) -> EncryptionSettings {
+        EncryptionSettings {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            recipients_file: None,
+            identity_file: None,
+            passphrase,
+            passphrase_file: None,
+        }
+    }
+
+    fn written(recipients: &[&str], passphrase: bool) -> EncryptionRecord {
+        EncryptionRecord {
+            format: "age-encryption.org/v1".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            passphrase,
         }
     }
 
     #[test]
-    fn a_drive_is_skipped_only_when_its_newest_backup_holds_exactly_these_snapshots() {
-        let now = &[("config", "config-2"), ("data", "data-2")];
-        let older = &[("config", "config-1"), ("data", "data-2")];
-        let fewer = &[("data", "data-2")];
-        // (exported, what the drive's newest backup holds, --force, skipped)
-        type Sets<'a> = &'a [(&'a str, &'a str)];
-        let cases: &[(Sets, Option<OnDrive>, bool, bool)] = &[
-            (now, Some(drive(now, true)), false, true),
-            (now, Some(drive(now, true)), true, false),
-            (now, Some(drive(now, false)), false, false),
-            (now, Some(drive(older, true)), false, false),
-            (now, Some(drive(fewer, true)), false, false),
-            (fewer, Some(drive(now, true)), false, false),
-            (now, None, false, false),
-            (&[], Some(drive(&[], true)), false, false),
+    fn a_backup_counts_only_when_encrypted_as_configured_now() {
+        let cases: &[(Option<EncryptionSettings>, Option<EncryptionRecord>, bool)] = &[
+            (None, None, true),
+            (Some(now(&[A], false)), None, false),
+            (None, Some(written(&[A], false)), false),
+            (
+                Some(now(&[A, B], false)),
+                Some(written(&[B, A], false)),
+                true,
+            ),
+            (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
+            (Some(now(&[], true)), Some(written(&[], true)), true),
+            (Some(now(&[], true)), Some(written(&[A], false)), false),
         ];
-        for (i, (exported, on_drive, force, skipped)) in cases.iter().enumerate() {
-            let line = skip_target("T9", &sets(exported), on_drive.as_ref(), *force);
-            assert_eq!(line.is_some(), *skipped, "case {i}: {line:?}");
+        for (i, (n, w, same)) in cases.iter().enumerate() {
+            assert_eq!(same_encryption(n.as_ref(), w.as_ref()), *same, "case {i}");
         }
-        assert_eq!(
-            skip_target("T9", &sets(now), Some(&drive(now, true)), false).unwrap(),
-            "T9: its newest backup 2025-04-01-031500 already holds these snapshots (config-2, data-2); nothing new \
-             to write"
-        );
     }
 }

@@ -253,6 +253,9 @@ pub struct BucketBackups {
     /// The sha256 of each `backup.json` read, by stamp: what its line in the sums is checked against
     /// ([`super::cloud::check_sums_line`]) without reading it again.
     pub digests: std::collections::BTreeMap<String, crate::archive::Digest>,
+    /// With `newest_of`: the owner's newest backup when it was passed over as no restore point (found damaged, or its
+    /// chain broken), newer than the one read.
+    pub unsound: Option<super::chain::Unsound>,
 }
 
 /// The requests a [`Store`] has sent so far, all methods together.
@@ -287,14 +290,29 @@ pub fn read_listed(
     let before = requests_of(store);
     let mut backups = Vec::new();
     let mut digests = std::collections::BTreeMap::new();
+    let mut unsound = None;
+    let mut passed = |stamp: &String, damaged: bool| {
+        unsound.get_or_insert(super::chain::Unsound {
+            stamp: stamp.clone(),
+            damaged,
+        });
+    };
     match newest_of {
         // Newest first, passing over another config's by their objects' names, then by the sources its
         // `backup.json` records (a set of the same name from other sources): one GET each, at most
-        // [`MAX_NEWEST_READS`].
+        // [`MAX_NEWEST_READS`]; and those found damaged, unread.
         Some((owner, damaged)) => {
-            let own = (listing.backups.iter().rev())
-                .filter(|s| !listing.foreign(s, owner) && !damaged.contains(s));
-            for stamp in own.take(MAX_NEWEST_READS) {
+            let own = (listing.backups.iter().rev()).filter(|s| !listing.foreign(s, owner));
+            let mut reads = 0;
+            for stamp in own {
+                if damaged.contains(stamp) {
+                    passed(stamp, true);
+                    continue;
+                }
+                if reads == MAX_NEWEST_READS {
+                    break;
+                }
+                reads += 1;
                 let Some(b) = read_meta_of(store, stamp, &mut digests) else {
                     continue;
                 };
@@ -305,6 +323,7 @@ pub fn read_listed(
                 let found = (|d: &str| damaged.iter().any(|s| s == d), "");
                 let ours = b.meta.as_ref().filter(|_| !foreign);
                 if ours.is_some_and(|m| broken_link(m, listed, found, &BTreeMap::new()).is_some()) {
+                    passed(stamp, false);
                     continue;
                 }
                 // Nor is one whose own objects the listing shows missing or not their recorded size (`status`'s
@@ -331,6 +350,7 @@ pub fn read_listed(
         backups,
         requests: requests_of(store).saturating_sub(before),
         digests,
+        unsound,
     })
 }
 

@@ -366,6 +366,16 @@ pub fn content_every(full: crate::config::Full) -> Option<chrono::Duration> {
     }
 }
 
+/// A destination's newest backup of a config's sets when it is no restore point: found damaged (`restore --verify`
+/// or its files not as recorded), or its chain broken ([`broken`], [`broken_link`]). Newer than the newest good
+/// backup there, which a restore reads instead and `backup` compares with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsound {
+    pub stamp: String,
+    /// Found damaged; else its chain is broken.
+    pub damaged: bool,
+}
+
 /// Why each verified backup of a listing cannot be restored whole: a backup it depends on (its `depends_on`, each
 /// set's `base`) is not among the verified backups, is in `damaged` (said as "which {found}"), or is broken itself. Dependencies are older
 /// (`BackupMeta::check`), so one pass oldest first sees each one's verdict before its dependants.

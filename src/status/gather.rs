@@ -221,6 +221,8 @@ fn look_at_cloud(
                 // Another config's by their objects' names (not read), and by their sets' sources (read).
                 l.foreign += b.listing.foreign_count(owner);
                 l.verified = count.saturating_sub(l.foreign);
+                // Passed over unread (found damaged) or as broken: not in the listing read.
+                l.unsound = b.unsound.clone();
             }
             // Another config's unfinished uploads are its own to resume or remove.
             facts.unfinished = (b.listing.unfinished.iter())
@@ -329,6 +331,8 @@ pub struct ListingFacts {
     pub newest: Option<BackupFacts>,
     /// Every verified backup, oldest first (the newest is `newest`).
     pub backups: Vec<BackupFacts>,
+    /// The newest backup of the sets when it is no restore point (newer than `newest`), and why.
+    pub unsound: Option<crate::external::chain::Unsound>,
 }
 
 /// The newest verified backup on a destination, from its `backup.json`.
@@ -750,6 +754,12 @@ fn listing_facts(
     // The newest good backup of the sets: one of partition images only (`dbackup image create`) does not count, nor
     // one found damaged or whose chain is broken (another config's are not among them).
     let newest = backups.iter().rfind(|b| !b.image_only && b.good()).cloned();
+    let unsound = (backups.iter().rfind(|b| !b.image_only))
+        .filter(|b| !b.good())
+        .map(|b| crate::external::chain::Unsound {
+            stamp: b.stamp.clone(),
+            damaged: b.damaged.is_some(),
+        });
     ListingFacts {
         verified: l.verified().count().saturating_sub(foreign.len()),
         foreign: foreign.len(),
@@ -758,6 +768,7 @@ fn listing_facts(
         latest: l.latest.clone(),
         newest,
         backups,
+        unsound,
     }
 }
 
@@ -1372,6 +1383,21 @@ mod tests {
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(b));
         assert_eq!(facts.backups.len(), 6, "the unverified one is not listed");
         assert!(facts.backups.iter().filter(|x| x.good()).count() == 2);
+        // The newest backup, g, is no restore point: what `backup` says when it writes there again.
+        let unsound = |stamp: &str, damaged| crate::external::chain::Unsound {
+            stamp: stamp.into(),
+            damaged,
+        };
+        assert_eq!(facts.unsound, Some(unsound(g, false)));
+        let only_c = layout::DriveListing {
+            backups: listing.backups[..3].to_vec(),
+            ..listing.clone()
+        };
+        let facts = listing_facts(&only_c, &damaged, true, None);
+        assert_eq!(facts.unsound, Some(unsound(c, true)));
+        assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(b));
+        let facts = listing_facts(&only_c, &Damaged::default(), true, None);
+        assert_eq!(facts.unsound, None);
         // Without judging chains (a bucket), only what --verify found counts.
         let facts = listing_facts(&listing, &Damaged::default(), false, None);
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(g));

@@ -770,3 +770,77 @@ fn backup_answers_to_its_seed_name() {
     let r: BackupReport = out.json();
     assert_eq!(r.collect[0].sets.len(), 2);
 }
+
+/// `--dry-run backup` plans what `backup` does with a drive whose newest backup already holds these snapshots: not
+/// written, saying why (text and `--json`). Before: the plan said "drive (would be written)", and the run wrote
+/// nothing.
+#[test]
+fn the_dry_run_plans_the_skip_of_a_drive_that_holds_these_snapshots() {
+    let t = always_to_a_present_drive();
+    backup(&t, &[], 0);
+    let newest = drive_backups(&t.path("drive"))[0].name.clone();
+    let says = format!("its newest backup {newest} already holds these snapshots (");
+    let dry = t.cmd().args(["--dry-run", "backup"]).status(0);
+    dry.stdout_has(&format!(
+        "    drive: present: {}",
+        t.path("drive").display()
+    ));
+    dry.stdout_has(&format!("      {says}"));
+    assert!(!dry.stdout.contains("would be written"), "{}", dry.stdout);
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
+    let d = &plan["destinations"][0];
+    assert_eq!(d["target"], false, "{plan:#}");
+    assert!(d["note"].as_str().unwrap().starts_with(&says), "{plan:#}");
+
+    let r = backup(&t, &[], 0);
+    assert!(r.external.is_empty(), "{r:?}");
+    assert!(
+        r.external_skipped[0].starts_with(&format!("drive: {says}")),
+        "{r:?}"
+    );
+}
+
+/// A drive whose newest backup `restore --verify` found damaged (one byte of its archive flipped, the size kept) is no
+/// restore point: the next `backup` writes these snapshots there again, though they are unchanged, and its summary
+/// says why in one line; the dry run plans the same. The fresh backup holds them: the run after writes nothing.
+/// Before: written with no word of why (nor in the plan), as if the damaged backup were not there.
+#[test]
+fn a_drive_whose_newest_backup_was_found_damaged_is_written_again_saying_why() {
+    let t = always_to_a_present_drive();
+    backup(&t, &[], 0);
+    let first = drive_backups(&t.path("drive"))[0].name.clone();
+    harness::flip_middle_byte(&t.path("drive/backups").join(&first).join("data.tar"));
+    t.restore_from_drive()
+        .args(["--date", &first, "--verify"])
+        .status(1);
+    let why =
+        format!("its newest backup {first} is damaged, no restore point: writing a fresh one");
+    let dry = t.cmd().args(["--dry-run", "backup"]).status(0);
+    dry.stdout_has("    drive (would be written): present: ");
+    dry.stdout_has(&format!("      {why}\n"));
+
+    let out = t.cmd().args(["--json", "backup"]).status(0);
+    out.stderr_has(&format!("external drive: {why}\n"));
+    let r: serde_json::Value = out.json();
+    assert_eq!(
+        r["external_rewritten"],
+        serde_json::json!([format!("drive: {why}")])
+    );
+    assert_eq!(
+        r["external"][0]["destinations"][0]["status"], "written",
+        "{r:#}"
+    );
+    let backups = drive_backups(&t.path("drive"));
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    let r: serde_json::Value = t.run_json(&["backup"]);
+    assert_eq!(r["external"], serde_json::json!([]), "{r:#}");
+    let skipped = r["external_skipped"][0].as_str().unwrap();
+    assert!(
+        skipped.starts_with(&format!(
+            "drive: its newest backup {} already holds",
+            backups[1].name
+        )),
+        "{skipped}"
+    );
+    assert!(r.get("external_rewritten").is_none(), "{r:#}");
+}

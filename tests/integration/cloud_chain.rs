@@ -573,6 +573,35 @@ fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
     );
 }
 
+/// `backup` to a bucket (its schedule `always`) whose newest backup `restore --verify` found damaged uploads a fresh
+/// one and says why in one line, as its plan does; the run after it finds the fresh one holding these snapshots and
+/// uploads nothing. Before: uploaded with no word of why.
+#[test]
+fn backup_says_why_it_uploads_over_a_bucket_backup_found_damaged() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, _, second) = two_uploads_one_found_damaged(&g, &s3, 1);
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let always = cfg.replace(
+        r#""timeout_seconds": 10"#,
+        r#""timeout_seconds": 10, "schedule": "always""#,
+    );
+    assert_ne!(cfg, always);
+    t.write("config.json", &always);
+    let why =
+        format!("its newest backup {second} is damaged, no restore point: writing a fresh one");
+    let offsite = offsite_plan(&t);
+    assert_eq!(offsite["target"], true, "{offsite:#}");
+    assert_eq!(offsite["note"], why.as_str(), "{offsite:#}");
+    let out = t.cmd().args(["backup"]).status(0);
+    out.stderr_has(&format!("external offsite: {why}\n"));
+    assert_eq!(stamps(&s3, "laptop").len(), 3);
+    let out = t.cmd().args(["backup"]).status(0);
+    out.stderr_has("already holds these snapshots");
+    assert_eq!(stamps(&s3, "laptop").len(), 3);
+}
+
 /// The worst day's config as docs/RESTORE.md "From the bucket" writes it: a new backup root (no state) and the
 /// bucket's encryption naming the identity file alone. It lists, verifies and restores the chain; a run that would
 /// upload is refused before touching the bucket, saying how to add the public key. Before: `config check` refused
@@ -670,7 +699,8 @@ fn a_damaged_bucket_backup_fails_the_check_and_the_page_as_a_drives() {
 /// An incremental on a bucket whose full `restore --verify` found damaged is BROKEN, no restore point, as on a
 /// drive: `status` says why (text and `--json`), the bucket has no newest backup (the upload is overdue at once),
 /// and `backup`, which reads only the newest `backup.json`, agrees: it does not take the incremental as the
-/// bucket's newest. Before: the incremental was a restore point and the bucket's newest, `--check` 0.
+/// bucket's newest, and its plan says the upload replaces it. Before: the incremental was a restore point and the
+/// bucket's newest, `--check` 0.
 #[test]
 fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
     let Some((g, s3)) = garage_and_client() else {
@@ -699,7 +729,18 @@ fn an_incremental_on_a_damaged_bucket_backup_is_broken() {
         ));
     let offsite = offsite_plan(&t);
     assert_eq!(offsite["due"], "due: no external backup yet", "{offsite}");
-    assert!(!offsite.to_string().contains(second.as_str()), "{offsite}");
+    assert!(
+        !offsite["description"].to_string().contains(second.as_str()),
+        "{offsite}"
+    );
+    // Named only as what it is: no restore point, which the upload replaces.
+    assert_eq!(
+        offsite["note"],
+        format!(
+            "its newest backup {second} has a broken chain, no restore point: writing a fresh one"
+        ),
+        "{offsite}"
+    );
 }
 
 /// A full and an incremental on it under `laptop`, backup `damaged` of them (0 the full, 1 the incremental) altered

@@ -394,6 +394,21 @@ fn a_backup_found_damaged_is_no_restore_point() {
     assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
 }
 
+/// An incremental whose full `restore --verify` found damaged is no restore point either: `backup` writes a fresh
+/// backup there, and its plan says why in one line. Before: the plan said only "(would be written)".
+#[test]
+fn backup_plans_a_fresh_backup_over_an_incremental_whose_full_is_damaged() {
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&first).join("data.tar"));
+    verify_backup(&t, &first, false, 1);
+    let plan = t.cmd().args(["--dry-run", "backup", "--force"]).status(0);
+    plan.stdout_has("    drive (would be written): present: ");
+    plan.stdout_has(&format!(
+        "      its newest backup {second} has a broken chain, no restore point: writing a fresh one\n"
+    ));
+}
+
 /// A restore from the drive reads the backup `--date` picks even when `restore --verify` found it damaged (or its
 /// chain is broken): it says so first and names the newest good backup before it; a damaged file is not written
 /// (exit 1) and the good backup named gives it back; what is intact in a damaged backup comes back. Before: no
