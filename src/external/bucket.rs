@@ -330,6 +330,7 @@ pub fn read_listed(
                 // verdict, [`damaged_object`]; a base's are judged by `status` alone, which reads every
                 // `backup.json`).
                 if ours.is_some() && damaged_object(&b, &listing.sizes).is_some() {
+                    passed(stamp, true);
                     continue;
                 }
                 backups.push(b);
