@@ -356,6 +356,8 @@ impl<'p> Applier<'p> {
                 self.summary.counts.add(item.action, item.bytes());
             }
         }
+        // What is left as it was with an owner the user cannot give: counted as the plan's forecast counts it.
+        self.summary.owners.add(&plan.owners_left());
         // The directories opened to fill them as they were; those in the plan then get the backup's metadata.
         let mut opened: Vec<_> = std::mem::take(&mut self.opened).into_iter().collect();
         opened.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.depth()));

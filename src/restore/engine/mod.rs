@@ -87,9 +87,10 @@ pub enum Overwrite {
 }
 
 /// How `--overwrite if-changed` tells an unchanged file (`--compare`: the variants' comments are its `--help`).
-/// `Metadata`: the owner only when privileged, the mtime to the nanosecond; both compare the xattrs and ACLs a restore
-/// would set ([`attrs::differ`]). `Content` needs the backup's hash
-/// ([`RestoreEntry::sha256`]); an entry without one is compared by metadata, with a note.
+/// `Metadata`: the owner when privileged (without privileges, only the group the user can give:
+/// [`owners::Me::regroups`]), the mtime to the nanosecond; both compare the xattrs and ACLs a restore would set
+/// ([`attrs::differ`]). `Content` needs the backup's hash ([`RestoreEntry::sha256`]); an entry without one is
+/// compared by metadata, with a note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compare {

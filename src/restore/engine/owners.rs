@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{EntryKind, PlanItem};
+use super::{Action, EntryKind, PlanItem};
 
 /// At most this many owners are named in the warning (the count says how many entries).
 const NAMED: usize = 4;
@@ -47,6 +47,13 @@ impl Me {
         self.groups.binary_search(&gid).is_ok().then_some(gid)
     }
 
+    /// Whether this user's restore changes the group `found` of an entry the backup gives the group `gid`: it gives
+    /// the groups the user is in ([`Me::group`]), so an entry found with another is not as the backup has it; an
+    /// owner or group the user cannot give is left as found.
+    pub fn regroups(&self, gid: u32, found: u32) -> bool {
+        self.group(gid).is_some_and(|g| g != found)
+    }
+
     /// Whether an entry the backup gives to `owner` (uid, gid) keeps that owner and group when this user restores it.
     pub fn keeps(&self, owner: (u32, u32)) -> bool {
         owner.0 == self.uid && self.group(owner.1).is_some()
@@ -60,6 +67,17 @@ impl Me {
 pub fn counted(item: &PlanItem) -> bool {
     let above = item.kind == EntryKind::Dir && item.entry.uid == 0;
     item.kind != EntryKind::Hardlink && !above
+}
+
+/// Whether a restore without privileges counts `item`, left unchanged, as not having the owner the backup gives it:
+/// one of the entries it counts ([`counted`]) found with another owner or group (one the user cannot give: a group
+/// they can give makes it changed, [`Me::regroups`]). Left as it is, not rewritten on every run, and not dropped
+/// from the warning either.
+pub fn left_without(item: &PlanItem) -> bool {
+    let owner = (item.entry.uid, item.entry.gid);
+    item.action == Action::Unchanged
+        && counted(item)
+        && item.found.is_some_and(|f| (f.uid, f.gid) != owner)
 }
 
 /// The entries restored with the running user as owner though the backup gives them another owner or group.
@@ -158,6 +176,20 @@ mod tests {
         }
         assert_eq!(t.entries, 2);
         assert_eq!(t.owners, [(1000, 4000), (1001, 1000)].into());
+    }
+
+    #[test]
+    fn a_group_the_user_can_give_is_changed_and_one_they_cannot_is_left() {
+        let me = Me::new(1000, vec![1000, 2000]);
+        assert!(
+            me.regroups(2000, 1000),
+            "found with their own, the backup's is theirs to give"
+        );
+        assert!(!me.regroups(2000, 2000));
+        assert!(
+            !me.regroups(4000, 1000),
+            "not theirs to give: left as found"
+        );
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl Plan {
     }
 
     /// What a restore without privileges of this plan will count ([`OwnerTally`]): its entries to write (create or
-    /// replace) whose owner the user does not keep ([`owners::counted`] ones), as the applier counts them.
+    /// replace) whose owner the user does not keep ([`owners::counted`] ones), and those left unchanged with an owner
+    /// the user cannot give ([`owners::left_without`]), as the applier counts them.
     pub fn owners_not_kept(&self) -> OwnerTally {
         let mut tally = OwnerTally::default();
         if self.options.privileged {
@@ -104,6 +105,19 @@ impl Plan {
         let writes = |i: &&PlanItem| matches!(i.action, Action::Create | Action::Replace);
         for item in self.entries().filter(writes).filter(|i| owners::counted(i)) {
             tally.count((item.entry.uid, item.entry.gid), &self.options.me);
+        }
+        tally.add(&self.owners_left());
+        tally
+    }
+
+    /// The entries a restore without privileges of this plan leaves unchanged though not with the owner the backup
+    /// gives them ([`owners::left_without`]): counted by the plan's forecast and by the applier alike.
+    pub fn owners_left(&self) -> OwnerTally {
+        let mut tally = OwnerTally::default();
+        if !self.options.privileged {
+            for item in self.entries().filter(|i| owners::left_without(i)) {
+                tally.lost((item.entry.uid, item.entry.gid));
+            }
         }
         tally
     }
@@ -710,7 +724,11 @@ impl Planner {
         f: &Found,
     ) -> Result<bool, RestoreError> {
         let e = &item.entry;
-        let owner = !self.opts.privileged || (f.uid == e.uid && f.gid == e.gid);
+        // Without privileges, the group the user can give (as the writer gives it); the rest is counted, not changed.
+        let owner = match self.opts.privileged {
+            true => f.uid == e.uid && f.gid == e.gid,
+            false => !self.opts.me.regroups(e.gid, f.gid),
+        };
         Ok(match item.kind {
             EntryKind::File => {
                 let meta =
