@@ -413,15 +413,10 @@ fn write_system(
     ui: &Ui,
     report: &mut DestinationReport,
 ) -> anyhow::Result<Option<(crate::image::SystemRecord, Vec<SumLine>)>> {
-    let (Some(sp), Some(input)) = (&plan.system, &observed.world.system) else {
+    // What the plan (and its dry run) gave this destination.
+    let (Some(sp), Some(input)) = (&d.system, &observed.world.system) else {
         return Ok(None);
     };
-    let sp = crate::image::plan::plan_system(
-        sp.kit,
-        &input.devices,
-        d.device.as_deref(),
-        d.encryption.as_ref().map(|e| e.recipients.len()),
-    );
     for r in &sp.refused {
         report
             .warnings
