@@ -429,9 +429,8 @@ fn write_system(
         device_cache: d.device.clone().filter(|_| d.drop_device_cache),
     };
     world.info.check_still_present()?;
-    let written =
-        crate::image::exec::write_system(&sp, input.kit.as_ref(), temp, encrypt, &ctx, ui)
-            .context("the system folder (recovery kit and partition images)")?;
+    let written = crate::image::exec::write_system(sp, input.kit.as_ref(), temp, encrypt, &ctx, ui)
+        .context("the system folder (recovery kit and partition images)")?;
     Ok(Some(written))
 }
 
