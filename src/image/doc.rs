@@ -793,15 +793,20 @@ mod tests {
 
     /// The Debian guide of a backup holding the ESP's image and nvme0n1's table, `encrypted` or not.
     fn guide_with_images(encrypted: bool) -> String {
-        let (images, tables, sets) = images_tables_sets();
+        let (images, tables, _) = images_tables_sets();
+        guide_of(&images, &tables, encrypted)
+    }
+
+    /// The Debian guide of the backup of `images` and `tables` on the T9, with the sets of [`images_tables_sets`].
+    fn guide_of(images: &[ImageRecord], tables: &[TableRecord], encrypted: bool) -> String {
         render(&DocInput {
             facts: &facts(false),
             pieces: &pieces(),
-            images: &images,
-            tables: &tables,
+            images,
+            tables,
             stamp: Some("2026-12-05-031500"),
             destination: Some("T9"),
-            sets: &sets,
+            sets: &images_tables_sets().2,
             encrypted,
             generated: "2026-12-05 03:15:00 +01:00",
         })
@@ -887,7 +892,7 @@ mod tests {
     /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
     #[test]
     fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
-        let (mut images, mut tables, sets) = images_tables_sets();
+        let (mut images, mut tables, _) = images_tables_sets();
         let mut sda1 = images[0].clone();
         sda1.name = "sda1".into();
         sda1.device = "/dev/sda1".into();
@@ -900,17 +905,7 @@ mod tests {
         sda.disk = "sda".into();
         sda.file = rec("sda.sfdisk").unwrap();
         tables.push(sda);
-        let text = render(&DocInput {
-            facts: &facts(false),
-            pieces: &pieces(),
-            images: &images,
-            tables: &tables,
-            stamp: Some("2026-12-05-031500"),
-            destination: Some("T9"),
-            sets: &sets,
-            encrypted: false,
-            generated: "2026-12-05 03:15:00 +01:00",
-        });
+        let text = guide_of(&images, &tables, false);
         let section = text
             .split("## 2.")
             .nth(1)
