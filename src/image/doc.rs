@@ -23,6 +23,10 @@ pub struct DocInput<'a> {
     pub sets: &'a [(String, Vec<String>)],
     /// The kit is encrypted (every file ends in `.age`).
     pub encrypted: bool,
+    /// Whose restore `--grow` can grow: the disks whose last partition is imaged with a filesystem dbackup grows (and
+    /// no logical partitions), and such images of filesystems without a partition table. Others are restored without
+    /// it (the plan refuses `--grow` for them).
+    pub grow: &'a [String],
     /// When it was generated (shown as given).
     pub generated: &'a str,
 }
@@ -403,14 +407,16 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
             .collect()
     };
-    let pair = |o: &mut String, args: &str| {
+    let grows = |name: &str| input.grow.iter().any(|g| g == name);
+    let pair = |o: &mut String, args: &str, grow: bool| {
         let _ = writeln!(
             o,
             "    dbackup image restore --drive /mnt/backup --from {0}{1}{2} --dry-run\n    \
-             dbackup image restore --drive /mnt/backup --from {0}{1}{2} --grow",
+             dbackup image restore --drive /mnt/backup --from {0}{1}{2}{3}",
             input.stamp.unwrap_or("STAMP"),
             args,
-            identity_arg(input)
+            identity_arg(input),
+            if grow { " --grow" } else { "" }
         );
     };
     if !tabled.is_empty() {
@@ -432,12 +438,23 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             } else {
                 format!(" of {}", disks.join(", "))
             },
-            if by_disk.len() > 1 {
-                "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run (each \
-                 must be at least as large as its disk; `--grow` grows the last filesystem to the end of a larger one)"
-            } else {
-                "Restore them, with their partition table, onto the new disk (it must be at least as large; `--grow` \
-                 grows the last filesystem to the end of a larger one)"
+            match (by_disk.len() > 1, by_disk.iter().any(|(d, _)| grows(d))) {
+                (true, true) => {
+                    "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
+                     (each must be at least as large as its disk; `--grow` grows the last filesystem to the end of a \
+                     larger one)"
+                }
+                (true, false) => {
+                    "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
+                     (each must be at least as large as its disk)"
+                }
+                (false, true) => {
+                    "Restore them, with their partition table, onto the new disk (it must be at least as large; \
+                     `--grow` grows the last filesystem to the end of a larger one)"
+                }
+                (false, false) => {
+                    "Restore them, with their partition table, onto the new disk (it must be at least as large)"
+                }
             }
         );
         for (disk, images) in &by_disk {
@@ -448,7 +465,11 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             } else {
                 names(images)
             };
-            pair(o, &format!("{named} --to {}", new_disk(input, disk)));
+            pair(
+                o,
+                &format!("{named} --to {}", new_disk(input, disk)),
+                grows(disk),
+            );
         }
         let _ = writeln!(o);
     }
@@ -467,6 +488,7 @@ fn restore_commands(o: &mut String, input: &DocInput) {
                     names(&[*i]),
                     stdx::shell_word(&i.name)
                 ),
+                grows(&i.name),
             );
         }
         let _ = writeln!(o);
@@ -767,6 +789,7 @@ mod tests {
             destination: Some("T9"),
             sets: &sets,
             encrypted: false,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
@@ -794,11 +817,17 @@ mod tests {
     /// The Debian guide of a backup holding the ESP's image and nvme0n1's table, `encrypted` or not.
     fn guide_with_images(encrypted: bool) -> String {
         let (images, tables, _) = images_tables_sets();
-        guide_of(&images, &tables, encrypted)
+        guide_of(&images, &tables, &[], encrypted)
     }
 
-    /// The Debian guide of the backup of `images` and `tables` on the T9, with the sets of [`images_tables_sets`].
-    fn guide_of(images: &[ImageRecord], tables: &[TableRecord], encrypted: bool) -> String {
+    /// The Debian guide of the backup of `images` and `tables` on the T9 (`grow`: whose restore grows), with the sets
+    /// of [`images_tables_sets`].
+    fn guide_of(
+        images: &[ImageRecord],
+        tables: &[TableRecord],
+        grow: &[String],
+        encrypted: bool,
+    ) -> String {
         render(&DocInput {
             facts: &facts(false),
             pieces: &pieces(),
@@ -808,6 +837,7 @@ mod tests {
             destination: Some("T9"),
             sets: &images_tables_sets().2,
             encrypted,
+            grow,
             generated: "2026-12-05 03:15:00 +01:00",
         })
     }
@@ -905,7 +935,8 @@ mod tests {
         sda.disk = "sda".into();
         sda.file = rec("sda.sfdisk").unwrap();
         tables.push(sda);
-        let text = guide_of(&images, &tables, false);
+        // sda's last partition is imaged (ext4): its restore grows; nvme0n1's root is not.
+        let text = guide_of(&images, &tables, &["sda".to_string()], false);
         let section = text
             .split("## 2.")
             .nth(1)
@@ -925,6 +956,7 @@ mod tests {
             destination: None,
             sets,
             encrypted: false,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         })
     }
@@ -979,6 +1011,7 @@ mod tests {
             destination: None,
             sets: &[],
             encrypted: true,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));

@@ -17,8 +17,8 @@ use testkit::loopdev::Drive;
 
 use crate::harness::Test;
 use crate::loopdev_image::{
-    LoopDisk, MIB, RoMount, Root, config, disk_with_root, image_backup, look_at_root, manifest,
-    partitioned, require, root_tree,
+    LoopDisk, MIB, RoMount, Root, blkid, config, disk_with_root, image_backup, look_at_root,
+    manifest, partitioned, require, root_tree,
 };
 
 /// The tools the guide's plain way names, beyond the imaging tests'.
@@ -472,4 +472,43 @@ fn t9_the_restore_guide_of_two_disks_restores_each_as_written() {
     let (done, failed) = run_plain(&t, &t9, &meta, &plain, &same.iter().collect::<Vec<_>>());
     assert_eq!(done, plain.len(), "{failed}\n{guide}");
     same_both(&same, "mnt/plain");
+}
+
+/// A backup of a disk's ESP alone (the root, its last partition, not imaged), its guide's `dbackup image restore`
+/// lines run as written onto a larger blank disk: the table and the ESP come back (fsck clean, the same UUID). Before,
+/// the restore line carried `--grow`, which the plan refuses when the last partition has no image ("--grow grows the
+/// last partition (2) and its filesystem, but this backup has no image of it").
+#[test]
+fn t9_the_restore_guide_of_a_disk_whose_last_partition_has_no_image_restores_as_written() {
+    if !require() || !testkit::require_tools(PLAIN_TOOLS, "apt-get install partclone zstd age") {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&config(&t9, ""));
+    let disk = disk_with_root(&t, 1 << 20, Root::Ext4);
+    t.cmd()
+        .args([
+            "image",
+            "create",
+            "--device",
+            &disk.part(1).display().to_string(),
+        ])
+        .status(0);
+    let (dir, meta) = image_backup(&t9);
+    let guide = fs::read_to_string(dir.join("system/RESTORE-SYSTEM.md")).unwrap();
+    let with_dbackup = commands(&guide, "This backup holds", "| image |");
+    assert_eq!(with_dbackup.len(), 2, "{guide}");
+    let larger = blank_disk(&t, "larger.img", 640 * MIB);
+    for line in &with_dbackup {
+        let extra: &[&str] = if line.ends_with("--dry-run") {
+            &[]
+        } else {
+            &["--yes"]
+        };
+        let out = run_dbackup(&t, &t9, &meta, line, &[&larger], extra);
+        assert_eq!(out.code, 0, "{line}\n{out:?}\n{guide}");
+    }
+    testkit::run("fsck.fat", ["-n".as_ref(), larger.part(1).as_os_str()]);
+    assert_eq!(blkid(&larger.part(1), "UUID"), blkid(&disk.part(1), "UUID"));
 }
