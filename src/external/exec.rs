@@ -410,15 +410,10 @@ fn write_system(
     ui: &Ui,
     report: &mut DestinationReport,
 ) -> anyhow::Result<Option<(crate::image::SystemRecord, Vec<SumLine>)>> {
-    let (Some(sp), Some(input)) = (&plan.system, &observed.world.system) else {
+    // What the plan (and its dry run) gave this destination.
+    let (Some(sp), Some(input)) = (&d.system, &observed.world.system) else {
         return Ok(None);
     };
-    let sp = crate::image::plan::plan_system(
-        sp.kit,
-        &input.devices,
-        d.device.as_deref(),
-        d.encryption.as_ref().map(|e| e.recipients.len()),
-    );
     for r in &sp.refused {
         report
             .warnings
@@ -431,9 +426,8 @@ fn write_system(
         device_cache: d.device.clone().filter(|_| d.drop_device_cache),
     };
     world.info.check_still_present()?;
-    let written =
-        crate::image::exec::write_system(&sp, input.kit.as_ref(), temp, encrypt, &ctx, ui)
-            .context("the system folder (recovery kit and partition images)")?;
+    let written = crate::image::exec::write_system(sp, input.kit.as_ref(), temp, encrypt, &ctx, ui)
+        .context("the system folder (recovery kit and partition images)")?;
     Ok(Some(written))
 }
 

@@ -109,7 +109,8 @@ fn observe_and_plan(
     Ok((observed, plan))
 }
 
-/// The `system/` plan shown in the external plan (each destination re-plans it for its own drive and encryption).
+/// The `system/` plan of the first destination, shown for all when every destination gets the same (each destination
+/// plans its own for its drive and encryption: [`plan::DestinationPlan::system`]).
 fn system_plan(
     settings: &Settings,
     observed: &observe::Observed,

@@ -56,7 +56,8 @@ pub struct ExternalPlan {
     pub destinations: Vec<DestinationPlan>,
     /// Configured destinations that are not written to, and why (absent, or not chosen in `first` mode).
     pub unused: Vec<UnusedDestination>,
-    /// The `system/` folder of each backup: the recovery kit and partition images (`image` in the config).
+    /// The `system/` folder as the first destination gets it: the recovery kit and partition images (`image` in the
+    /// config). Each destination's own, which its drive and encryption decide, is its [`DestinationPlan::system`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemPlan>,
     /// The cloud destinations uploaded to (or refused), after the drives.
@@ -144,6 +145,10 @@ pub struct DestinationPlan {
     /// only once written).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub system_bytes: u64,
+    /// What this destination's backup gets in `system/`: its own drive and encryption decide which devices are imaged
+    /// and which refused (one holding a secret file only encrypted); none when nothing goes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::image::SystemPlan>,
     pub free_bytes: u64,
     /// Bytes the removed leftovers free.
     pub reclaimable_bytes: u64,
@@ -584,7 +589,8 @@ fn destination_plan(
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
     let (archives, needed) = archive_targets(d, sets, world, opts);
-    let (system_bytes, images) = system_bytes(d, system);
+    let (system_bytes, system) = system_bytes(d, system);
+    let images = system.as_ref().is_some_and(|s| !s.images.is_empty());
     let needed = needed.saturating_add(system_bytes);
     let cleanup: Vec<Leftover> = d
         .listing
@@ -660,6 +666,7 @@ fn destination_plan(
         archives,
         needed_bytes: needed,
         system_bytes,
+        system,
         free_bytes: info.free_bytes,
         reclaimable_bytes: reclaimable,
         freed_for_space_bytes: room.freed_bytes,
@@ -794,10 +801,13 @@ fn archive_targets(
 
 /// The most the backup's `system/` folder may take on this drive: the kit, and each image this drive gets at
 /// partclone's count of its used bytes as if zstd could not compress them (the compressed size is known only once
-/// written), encrypted when the drive encrypts; and whether any image goes to it.
-fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>) -> (u64, bool) {
+/// written), encrypted when the drive encrypts; and the plan of what goes there for this drive.
+fn system_bytes(
+    d: &DestinationWorld,
+    system: Option<&crate::image::SystemInput>,
+) -> (u64, Option<crate::image::SystemPlan>) {
     let Some(input) = system else {
-        return (0, false);
+        return (0, None);
     };
     let recipients = d.encryption.as_ref().map(|e| e.recipients.len());
     let plan = crate::image::plan::plan_system(
@@ -808,7 +818,7 @@ fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>
     );
     (
         input.bound_bytes(&plan, d.block_size, recipients),
-        !plan.images.is_empty(),
+        Some(plan),
     )
 }
 
@@ -1071,9 +1081,20 @@ pub fn render(plan: &ExternalPlan) -> String {
     for (i, line) in plan.chains.iter().enumerate() {
         let _ = writeln!(out, "{}{line}", if i == 0 { "" } else { "  " });
     }
+    // Destinations whose drive or encryption changes what they get in system/ show each its own.
+    let per_destination =
+        (plan.destinations.iter()).any(|d| d.system.is_some() && d.system != plan.system);
     if let Some(system) = &plan.system {
-        let _ = writeln!(out, "system (into each backup's system/ folder):");
-        crate::image::plan::render_system(system, &mut out, "  ");
+        if per_destination {
+            let _ = writeln!(
+                out,
+                "system (into each backup's system/ folder): what each destination gets is shown with it (its \
+                 encryption decides what may be imaged)"
+            );
+        } else {
+            let _ = writeln!(out, "system (into each backup's system/ folder):");
+            crate::image::plan::render_system(system, &mut out, "  ");
+        }
     }
     for u in &plan.unused {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
@@ -1093,11 +1114,7 @@ pub fn render(plan: &ExternalPlan) -> String {
         );
     }
     for d in &plan.destinations {
-        render_destination(
-            &mut out,
-            d,
-            plan.system.as_ref().is_some_and(|s| !s.images.is_empty()),
-        );
+        render_destination(&mut out, d, per_destination);
     }
     for c in &plan.clouds {
         out.push('\n');
@@ -1106,8 +1123,9 @@ pub fn render(plan: &ExternalPlan) -> String {
     out
 }
 
-/// One destination of the plan: where, how much space, then each step the run takes on it.
-fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
+/// One destination of the plan: where, how much space (and, with `system`, what its `system/` gets), then each step the
+/// run takes on it.
+fn render_destination(out: &mut String, d: &DestinationPlan, system: bool) {
     // Stays long: the dry run's text for one destination, each step of the run in the order it is printed.
     out.push('\n');
     let mut what = vec![d.fs_type.clone()];
@@ -1139,8 +1157,15 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
         return;
     }
     let _ = writeln!(out, "  space     {space}");
-    if images {
+    if d.system.as_ref().is_some_and(|s| !s.images.is_empty()) {
         let _ = writeln!(out, "            of which {}", system_space(d.system_bytes));
+    }
+    if let Some(s) = d.system.as_ref().filter(|_| system) {
+        let _ = writeln!(
+            out,
+            "  system    what this destination's backup gets in system/:"
+        );
+        crate::image::plan::render_system(s, out, "    ");
     }
     if d.write_marker {
         let _ = writeln!(

@@ -23,6 +23,10 @@ pub struct DocInput<'a> {
     pub sets: &'a [(String, Vec<String>)],
     /// The kit is encrypted (every file ends in `.age`).
     pub encrypted: bool,
+    /// Whose restore `--grow` can grow: the disks whose last partition is imaged with a filesystem dbackup grows (and
+    /// no logical partitions), and such images of filesystems without a partition table. Others are restored without
+    /// it (the plan refuses `--grow` for them).
+    pub grow: &'a [String],
     /// When it was generated (shown as given).
     pub generated: &'a str,
 }
@@ -127,6 +131,13 @@ pub fn render(input: &DocInput) -> String {
     );
 
     let _ = writeln!(o, "## 2. Partitions and filesystems\n");
+    if several_disks(input) {
+        let _ = writeln!(
+            o,
+            "Each disk below gets a new disk of its own: `/dev/NEWDISK-<disk>` stands for the one that takes the \
+             place of `<disk>`, and `/dev/NEWDISK-<name>` for its partition that takes the place of `<name>`.\n"
+        );
+    }
     if !input.images.is_empty() {
         restore_commands(&mut o, input);
         let _ = writeln!(o, "| image | filesystem | UUID | size | in use |");
@@ -159,12 +170,7 @@ pub fn render(input: &DocInput) -> String {
         .pieces
         .iter()
         .filter(|p| p.file.is_some())
-        .filter(|p| {
-            p.name
-                .strip_prefix("sfdisk-")
-                .and_then(|n| n.strip_suffix(".dump"))
-                .is_some_and(|disk| !imaged_disk(disk))
-        })
+        .filter(|p| dump_disk(&p.name).is_some_and(|disk| !imaged_disk(disk)))
         .collect();
     if dumps.is_empty() && input.tables.is_empty() {
         let _ = writeln!(
@@ -176,9 +182,10 @@ pub fn render(input: &DocInput) -> String {
         for p in dumps {
             let _ = writeln!(
                 o,
-                "- `{}`: delete its `last-lba:` line (a new disk has its own end) and run `sfdisk /dev/NEWDISK < {}`; \
+                "- `{}`: delete its `last-lba:` line (a new disk has its own end) and run `sfdisk {} < {}`; \
                  this keeps the partition UUIDs that `/etc/fstab` or the boot loader may name.",
                 file(input, &p.name),
+                new_disk(input, dump_disk(&p.name).unwrap_or_default()),
                 p.name
             );
         }
@@ -400,35 +407,70 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
             .collect()
     };
-    let pair = |o: &mut String, args: &str| {
+    let grows = |name: &str| input.grow.iter().any(|g| g == name);
+    let pair = |o: &mut String, args: &str, grow: bool| {
         let _ = writeln!(
             o,
             "    dbackup image restore --drive /mnt/backup --from {0}{1}{2} --dry-run\n    \
-             dbackup image restore --drive /mnt/backup --from {0}{1}{2} --grow",
+             dbackup image restore --drive /mnt/backup --from {0}{1}{2}{3}",
             input.stamp.unwrap_or("STAMP"),
             args,
-            identity_arg(input)
+            identity_arg(input),
+            if grow { " --grow" } else { "" }
         );
     };
     if !tabled.is_empty() {
         let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
+        // dbackup restores one disk a run: with several, each gets its own pair, naming its images.
+        let mut by_disk: Vec<(&str, Vec<&ImageRecord>)> = Vec::new();
+        for i in &tabled {
+            let disk = i.disk.as_deref().unwrap_or_default();
+            match by_disk.iter_mut().find(|(d, _)| *d == disk) {
+                Some((_, images)) => images.push(i),
+                None => by_disk.push((disk, vec![i])),
+            }
+        }
         let _ = writeln!(
             o,
-            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
-             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
+            "This backup holds partition images{}. {}:\n",
             if disks.is_empty() {
                 String::new()
             } else {
                 format!(" of {}", disks.join(", "))
+            },
+            match (by_disk.len() > 1, by_disk.iter().any(|(d, _)| grows(d))) {
+                (true, true) => {
+                    "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
+                     (each must be at least as large as its disk; `--grow` grows the last filesystem to the end of a \
+                     larger one)"
+                }
+                (true, false) => {
+                    "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
+                     (each must be at least as large as its disk)"
+                }
+                (false, true) => {
+                    "Restore them, with their partition table, onto the new disk (it must be at least as large; \
+                     `--grow` grows the last filesystem to the end of a larger one)"
+                }
+                (false, false) => {
+                    "Restore them, with their partition table, onto the new disk (it must be at least as large)"
+                }
             }
         );
-        // Beside images without a table, these are named: a disk's restore takes the images of one disk.
-        let named = if tableless.is_empty() {
-            String::new()
-        } else {
-            names(&tabled)
-        };
-        pair(o, &format!("{named} --to /dev/NEWDISK"));
+        for (disk, images) in &by_disk {
+            // Beside images without a table or of another disk, these are named: a disk's restore takes the images of
+            // one disk.
+            let named = if tableless.is_empty() && by_disk.len() == 1 {
+                String::new()
+            } else {
+                names(images)
+            };
+            pair(
+                o,
+                &format!("{named} --to {}", new_disk(input, disk)),
+                grows(disk),
+            );
+        }
         let _ = writeln!(o);
     }
     if !tableless.is_empty() {
@@ -446,6 +488,7 @@ fn restore_commands(o: &mut String, input: &DocInput) {
                     names(&[*i]),
                     stdx::shell_word(&i.name)
                 ),
+                grows(&i.name),
             );
         }
         let _ = writeln!(o);
@@ -470,12 +513,17 @@ fn plain_tools(o: &mut String, input: &DocInput) {
          `FAILED`); then write the table (without its `last-lba:` line: the new disk has its own end) and each image \
          onto its partition. `/dev/NEWDISK-<name>` is the new disk's partition of the same number as `<name>` \
          (`/dev/sdb2`, `/dev/nvme1n1p2`; for an image without a partition table, a device of its own): check that \
-         `lsblk /dev/NEWDISK` lists it before writing to it (if not, `partx -a /dev/NEWDISK`), or partclone writes \
-         a file under /dev instead.\n",
+         `lsblk {disk}` lists it before writing to it (if not, `partx -a {disk}`), or partclone writes a file under \
+         /dev instead.\n",
         if input.encrypted {
             " (and age, with the identity in `identity.txt`)"
         } else {
             ""
+        },
+        disk = if several_disks(input) {
+            "/dev/NEWDISK-<disk>"
+        } else {
+            "/dev/NEWDISK"
         }
     );
     let _ = writeln!(
@@ -496,9 +544,10 @@ fn plain_tools(o: &mut String, input: &DocInput) {
         let name = super::layout::table_file(&t.disk);
         let _ = writeln!(
             o,
-            "    {}grep -v '^last-lba:'{} | sfdisk /dev/NEWDISK",
+            "    {}grep -v '^last-lba:'{} | sfdisk {}",
             source(&name),
-            arg(&name)
+            arg(&name),
+            new_disk(input, &t.disk)
         );
     }
     for i in input.images {
@@ -517,6 +566,36 @@ fn plain_tools(o: &mut String, input: &DocInput) {
          part of a filesystem: do not mount it; write it again from an intact copy of the image. What was written \
          before it is whole.\n"
     );
+}
+
+/// The disk whose `sfdisk --dump` the kit's piece `name` (`sfdisk-<disk>.dump`) is.
+fn dump_disk(name: &str) -> Option<&str> {
+    name.strip_prefix("sfdisk-")?.strip_suffix(".dump")
+}
+
+/// The disks whose partition tables the guide writes: the backup's tables, and the kit's dumps of the others.
+fn written_disks<'a>(input: &'a DocInput) -> std::collections::BTreeSet<&'a str> {
+    let dumps = (input.pieces.iter())
+        .filter(|p| p.file.is_some())
+        .filter_map(|p| dump_disk(&p.name));
+    (input.tables.iter().map(|t| t.disk.as_str()))
+        .chain(dumps)
+        .collect()
+}
+
+/// The guide writes the tables of more than one disk: each new disk is named after the one it replaces.
+fn several_disks(input: &DocInput) -> bool {
+    written_disks(input).len() > 1
+}
+
+/// The new disk that takes the place of `disk` in the guide's commands: `/dev/NEWDISK`, or `/dev/NEWDISK-<disk>`
+/// when the guide writes several (one shell word: the name is from the drive).
+fn new_disk(input: &DocInput, disk: &str) -> String {
+    if several_disks(input) {
+        stdx::shell_word(&format!("/dev/NEWDISK-{disk}"))
+    } else {
+        "/dev/NEWDISK".to_string()
+    }
 }
 
 impl ImageRecord {
@@ -710,6 +789,7 @@ mod tests {
             destination: Some("T9"),
             sets: &sets,
             encrypted: false,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
@@ -736,16 +816,28 @@ mod tests {
 
     /// The Debian guide of a backup holding the ESP's image and nvme0n1's table, `encrypted` or not.
     fn guide_with_images(encrypted: bool) -> String {
-        let (images, tables, sets) = images_tables_sets();
+        let (images, tables, _) = images_tables_sets();
+        guide_of(&images, &tables, &[], encrypted)
+    }
+
+    /// The Debian guide of the backup of `images` and `tables` on the T9 (`grow`: whose restore grows), with the sets
+    /// of [`images_tables_sets`].
+    fn guide_of(
+        images: &[ImageRecord],
+        tables: &[TableRecord],
+        grow: &[String],
+        encrypted: bool,
+    ) -> String {
         render(&DocInput {
             facts: &facts(false),
             pieces: &pieces(),
-            images: &images,
-            tables: &tables,
+            images,
+            tables,
             stamp: Some("2026-12-05-031500"),
             destination: Some("T9"),
-            sets: &sets,
+            sets: &images_tables_sets().2,
             encrypted,
+            grow,
             generated: "2026-12-05 03:15:00 +01:00",
         })
     }
@@ -824,6 +916,35 @@ mod tests {
         );
     }
 
+    /// A backup holding the images of two disks (nvme0n1's ESP, sda's first partition) with both tables: its guide
+    /// restores each disk onto a new disk of its own, with `dbackup image restore` naming that disk's images (one
+    /// disk a run, as the plan takes it) and with the plain tools. Before, it gave one pair onto `/dev/NEWDISK` for
+    /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
+    #[test]
+    fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
+        let (mut images, mut tables, _) = images_tables_sets();
+        let mut sda1 = images[0].clone();
+        sda1.name = "sda1".into();
+        sda1.device = "/dev/sda1".into();
+        sda1.fs_type = "ext4".into();
+        sda1.disk = Some("sda".into());
+        sda1.ids.uuid = Some("0b5e5c1a-98e4-4d8e-9f55-3b1d7e9a2c11".into());
+        sda1.file = rec("sda1.img.zst").unwrap();
+        images.push(sda1);
+        let mut sda = tables[0].clone();
+        sda.disk = "sda".into();
+        sda.file = rec("sda.sfdisk").unwrap();
+        tables.push(sda);
+        // sda's last partition is imaged (ext4): its restore grows; nvme0n1's root is not.
+        let text = guide_of(&images, &tables, &["sda".to_string()], false);
+        let section = text
+            .split("## 2.")
+            .nth(1)
+            .and_then(|s| s.split("## 3.").next())
+            .unwrap_or_default();
+        insta::assert_snapshot!(section);
+    }
+
     /// The guide of a kit of `f` without images, on a plain drive, naming `sets`.
     fn plain_guide(f: &Facts, sets: &[(String, Vec<String>)]) -> String {
         render(&DocInput {
@@ -835,6 +956,7 @@ mod tests {
             destination: None,
             sets,
             encrypted: false,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         })
     }
@@ -889,6 +1011,7 @@ mod tests {
             destination: None,
             sets: &[],
             encrypted: true,
+            grow: &[],
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));

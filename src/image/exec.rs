@@ -157,11 +157,27 @@ pub fn write_system(
             disks.push((d, b));
         }
     }
+    // Whose restore `--grow` can grow (as `plan::plan_restore` checks it), for the guide.
+    let mut grow: Vec<String> = (plan.images.iter())
+        .filter(|i| i.disk.is_none() && super::plan::can_grow(&i.fs_type))
+        .map(|i| i.name.clone())
+        .collect();
     for (disk, bytes) in disks {
         let dump = sfdisk_dump(disk)?;
         let table = super::table::parse(&dump).with_context(|| {
             format!("the partition table of /dev/{disk} as sfdisk --dump printed it")
         })?;
+        let last = table.last().map(|p| p.number);
+        if !table.has_extended()
+            && (plan.images.iter()).any(|i| {
+                i.disk.as_deref() == Some(disk)
+                    && i.partition.is_some()
+                    && i.partition == last
+                    && super::plan::can_grow(&i.fs_type)
+            })
+        {
+            grow.push(disk.to_string());
+        }
         let rec = write_small(&dir, &layout::table_file(disk), &dump, encrypt)?;
         note(&rec);
         record.tables.push(TableRecord {
@@ -202,6 +218,7 @@ pub fn write_system(
             destination: ctx.destination.as_deref(),
             sets: &ctx.sets,
             encrypted: encrypt.is_some(),
+            grow: &grow,
             generated: &generated,
         });
         kit.write_generated(&mut pieces, &text, |name, bytes| {

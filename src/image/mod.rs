@@ -616,6 +616,7 @@ fn write_kit(
         destination: None,
         sets: &sets,
         encrypted: false,
+        grow: &[],
         generated: &generated,
     });
     k.write_generated(&mut pieces, &text, &mut put)?;

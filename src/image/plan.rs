@@ -201,7 +201,17 @@ pub fn plan_system(
         encrypted,
     };
     let mut names = BTreeSet::new();
+    // A device named again (the same node through another link, or the same unreadable name) was judged already:
+    // one line per device.
+    let mut seen = BTreeSet::new();
     for d in devices {
+        let key = match d {
+            Ok(d) => Ok(&d.path),
+            Err(e) => Err(e),
+        };
+        if !seen.insert(key) {
+            continue;
+        }
         let d = match d {
             Ok(d) => d,
             Err(e) => {
@@ -873,17 +883,21 @@ mod tests {
         no_tool.tool = None;
         let mut disk = facts("loop9", None);
         disk.partitions = vec!["/dev/loop9p1".into()];
+        let nope = || Err("/dev/nope: No such file or directory".into());
         let plan = plan_system(
             true,
             &[
                 Ok(ro.clone()),
-                Ok(rw),
+                Ok(rw.clone()),
                 Ok(facts("loop9p4", Some("swap"))),
                 Ok(facts("loop9p5", Some("crypto_LUKS"))),
                 Ok(no_tool),
                 Ok(disk),
+                // Named again: judged once.
                 Ok(ro),
-                Err("/dev/nope: No such file or directory".into()),
+                nope(),
+                Ok(rw),
+                nope(),
             ],
             None,
             Some(1),
@@ -898,7 +912,8 @@ mod tests {
         let mut text = String::new();
         render_system(&plan, &mut text, "  ");
         insta::assert_snapshot!(text);
-        assert_eq!(reasons.len(), 7, "{reasons:#?}");
+        // One line per device: each imaged or refused once, however often it is named.
+        assert_eq!(reasons.len(), 6, "{reasons:#?}");
     }
 
     /// A device holding dbackup's own secret files is refused for a destination that does not encrypt, every file

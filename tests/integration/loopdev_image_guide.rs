@@ -5,7 +5,8 @@
 //! first, which writes nothing), the plain tools' way (sha256sum, sfdisk, zstd, partclone.restore, age) onto one of
 //! the same size; each gives back filesystems that fsck passes and a root whose every file matches. A smaller disk is
 //! refused with the sizes, a mounted one and the disk this system runs on as in use, and a damaged image (a byte
-//! flipped in its middle) is found, both ways, before anything is written.
+//! flipped in its middle) is found, both ways, before anything is written. A backup of two disks' partitions is walked
+//! the same way, each disk onto a blank disk of its own.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -16,8 +17,8 @@ use testkit::loopdev::Drive;
 
 use crate::harness::Test;
 use crate::loopdev_image::{
-    LoopDisk, MIB, RoMount, Root, config, disk_with_root, image_backup, look_at_root, manifest,
-    require, root_tree,
+    LoopDisk, MIB, RoMount, Root, blkid, config, disk_with_root, image_backup, look_at_root,
+    manifest, partitioned, require, root_tree,
 };
 
 /// The tools the guide's plain way names, beyond the imaging tests'.
@@ -57,23 +58,41 @@ fn written(t: &Test, name: &str, disk: &LoopDisk) -> u64 {
     fs::metadata(t.path(name)).unwrap().blocks() * 512
 }
 
-/// `line` with the drive's mount point for `/mnt/backup`, `target`'s partition n for `/dev/NEWDISK-<name>` (the
-/// image of partition n, as the guide says) and `target` for `/dev/NEWDISK`. A partition node is waited for (and
-/// `partx -a` run when it is missing, as the guide says) only when the line names it.
-fn substitute(line: &str, t9: &Drive, meta: &BackupMeta, target: &LoopDisk) -> String {
+/// `line` with the drive's mount point for `/mnt/backup`, and the guide's devices for blank `targets` (one per disk
+/// of the backup's tables, in their order; the first for images without a partition table): `/dev/NEWDISK-<disk>`
+/// (the guide of several disks) and `/dev/NEWDISK` for the disk's target, `/dev/NEWDISK-<name>` for its target's
+/// partition of the image's number, as the guide says. Longest first, so `-loop1` never replaces a part of
+/// `-loop10p1`. A partition node is waited for (and `partx -a` run when it is missing, as the guide says) only when
+/// the line names it.
+fn substitute(line: &str, t9: &Drive, meta: &BackupMeta, targets: &[&LoopDisk]) -> String {
     let mut line = line.replace("/mnt/backup", &t9.mount_point().display().to_string());
-    for i in &meta.system.as_ref().unwrap().images {
-        let name = format!("/dev/NEWDISK-{}", i.name);
-        if line.contains(&name) {
-            // An image without a partition table goes onto a device of its own.
-            let node = match i.partition {
+    let system = meta.system.as_ref().unwrap();
+    let target_of = |disk: Option<&str>| {
+        let k = disk
+            .and_then(|d| system.tables.iter().position(|t| t.disk == d))
+            .unwrap_or(0);
+        targets[k]
+    };
+    let mut names: Vec<(String, Option<&str>, Option<u32>)> = (system.tables.iter())
+        .map(|t| (t.disk.clone(), Some(t.disk.as_str()), None))
+        .chain((system.images.iter()).map(|i| (i.name.clone(), i.disk.as_deref(), i.partition)))
+        .collect();
+    names.sort_by_key(|(name, _, _)| std::cmp::Reverse(name.len()));
+    for (name, disk, partition) in names {
+        let placeholder = format!("/dev/NEWDISK-{name}");
+        if line.contains(&placeholder) {
+            let target = target_of(disk);
+            // A disk, or an image without a partition table, goes onto a device of its own.
+            let node = match partition {
                 Some(n) => target.part(n),
                 None => target.device.clone(),
             };
-            line = line.replace(&name, &node.display().to_string());
+            line = line.replace(&placeholder, &node.display().to_string());
         }
     }
-    line.replace("/dev/NEWDISK", &target.device.display().to_string())
+    let line = line.replace("/dev/NEWDISK", &targets[0].device.display().to_string());
+    assert!(!line.contains("NEWDISK"), "{line}");
+    line
 }
 
 /// Runs the guide's plain-tools lines in order with bash (`-e -o pipefail`, in the test's directory, where
@@ -83,10 +102,10 @@ fn run_plain(
     t9: &Drive,
     meta: &BackupMeta,
     lines: &[String],
-    target: &LoopDisk,
+    targets: &[&LoopDisk],
 ) -> (usize, String) {
     for (n, line) in lines.iter().enumerate() {
-        let line = substitute(line, t9, meta, target);
+        let line = substitute(line, t9, meta, targets);
         let out = Command::new("bash")
             .args(["-e", "-o", "pipefail", "-c", &line])
             .current_dir(t.path(""))
@@ -106,16 +125,16 @@ fn run_plain(
     (lines.len(), String::new())
 }
 
-/// A guide's `dbackup ...` line run (on `target`, `extra` after it): its output.
+/// A guide's `dbackup ...` line run (on `targets`, as [`substitute`] says; `extra` after it): its output.
 fn run_dbackup(
     t: &Test,
     t9: &Drive,
     meta: &BackupMeta,
     line: &str,
-    target: &LoopDisk,
+    targets: &[&LoopDisk],
     extra: &[&str],
 ) -> crate::harness::Output {
-    let line = substitute(line, t9, meta, target);
+    let line = substitute(line, t9, meta, targets);
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[0], "dbackup", "{line}");
     t.cmd().args(&words[1..]).args(extra).output()
@@ -194,18 +213,18 @@ fn walk(encrypted: bool) {
 
     // The plain tools, onto a blank disk of the same size.
     let same = blank_disk(&t, "same.img", 320 * MIB);
-    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &same);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &[&same]);
     assert_eq!(done, plain.len(), "{failed}\n{guide}");
     same_disk(&t, &disk, &same, "mnt/plain");
     drop(same);
 
     // dbackup, onto a larger one: the dry run writes nothing; the restore (confirmed) gives the same disk back.
     let larger = blank_disk(&t, "larger.img", 640 * MIB);
-    run_dbackup(&t, &t9, &meta, dry_run, &larger, &[])
+    run_dbackup(&t, &t9, &meta, dry_run, &[&larger], &[])
         .stdout_has("OVERWRITES")
         .stdout_has("asks for confirmation before writing");
     assert_eq!(written(&t, "larger.img", &larger), 0, "the dry run wrote");
-    let out = run_dbackup(&t, &t9, &meta, restore, &larger, &["--yes"]);
+    let out = run_dbackup(&t, &t9, &meta, restore, &[&larger], &["--yes"]);
     assert_eq!(out.code, 0, "{out:?}");
     // Confirmed with --yes: the plan it shows does not say it will ask.
     out.stderr_has("OVERWRITES")
@@ -213,27 +232,29 @@ fn walk(encrypted: bool) {
     same_disk(&t, &disk, &larger, "mnt/larger");
     // Mounted, it is refused (the dry run line: it checks as the restore does), as is the disk this system runs on.
     let mounted = RoMount::new(&larger.part(2), &t.path("mnt/mounted"));
-    let out = run_dbackup(&t, &t9, &meta, dry_run, &larger, &[]);
+    let out = run_dbackup(&t, &t9, &meta, dry_run, &[&larger], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     out.stderr_has("is in use");
     drop(mounted);
     drop(larger);
     if let Some(system) = system_disk() {
-        let line = dry_run
-            .replace("/mnt/backup", &t9.mount_point().display().to_string())
-            .replace("/dev/NEWDISK", &system);
-        let out = t.cmd().args(line.split_whitespace().skip(1)).output();
+        // The system disk as `--to`, whatever the guide calls the new disk.
+        let line = dry_run.replace("/mnt/backup", &t9.mount_point().display().to_string());
+        let mut words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let to = words.iter().position(|w| *w == "--to").unwrap() + 1;
+        words[to] = &system;
+        let out = t.cmd().args(words).output();
         assert_eq!(out.code, 1, "{out:?}");
         out.stderr_has("is in use");
     }
 
     // A smaller one: refused with the sizes by dbackup, by sfdisk on the plain way; nothing written.
     let smaller = blank_disk(&t, "smaller.img", 200 * MIB);
-    let out = run_dbackup(&t, &t9, &meta, restore, &smaller, &["--yes"]);
+    let out = run_dbackup(&t, &t9, &meta, restore, &[&smaller], &["--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     out.stderr_has("200.0 MiB, smaller than the 319.0 MiB its partitions need")
         .stderr_has("nothing was written");
-    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &smaller);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &[&smaller]);
     assert_eq!(done, 1, "the table does not fit: {failed}");
     assert_eq!(written(&t, "smaller.img", &smaller), 0, "{failed}");
     drop(smaller);
@@ -247,11 +268,11 @@ fn walk(encrypted: bool) {
     bytes[middle] ^= 0xff;
     fs::write(&image, bytes).unwrap();
     let target = blank_disk(&t, "target.img", 320 * MIB);
-    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &target);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &[&target]);
     assert_eq!(done, 0, "the sum check stops it: {failed}");
     assert!(failed.contains("FAILED"), "{failed}");
     for (line, extra) in [(dry_run, &[][..]), (restore, &["--yes"][..])] {
-        let out = run_dbackup(&t, &t9, &meta, line, &target, extra);
+        let out = run_dbackup(&t, &t9, &meta, line, &[&target], extra);
         assert_eq!(out.code, 1, "{out:?}");
         out.stderr_has("is damaged")
             .stderr_has("nothing was written");
@@ -326,10 +347,10 @@ fn t9_the_restore_guide_of_a_filesystem_without_a_partition_table_restores_as_wr
     assert!(want.len() > 35, "{want:#?}");
 
     let larger = blank_disk(&t, "larger.img", 256 * MIB);
-    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[0], &larger, &[]);
+    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[0], &[&larger], &[]);
     assert_eq!(out.code, 0, "{out:?}\n{guide}");
     assert_eq!(written(&t, "larger.img", &larger), 0, "the dry run wrote");
-    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[1], &larger, &["--yes"]);
+    let out = run_dbackup(&t, &t9, &meta, &with_dbackup[1], &[&larger], &["--yes"]);
     assert_eq!(out.code, 0, "{out:?}");
     let (got, size) = files(&larger, "mnt/larger");
     assert_eq!(want, got);
@@ -337,7 +358,157 @@ fn t9_the_restore_guide_of_a_filesystem_without_a_partition_table_restores_as_wr
     drop(larger);
 
     let same = blank_disk(&t, "same.img", 128 * MIB);
-    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &same);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &[&same]);
     assert_eq!(done, plain.len(), "{failed}\n{guide}");
     assert_eq!(want, files(&same, "mnt/plain").0);
+}
+
+/// The ext4 filesystem on partition 1 of `disk` passes fsck; mounted read-only at `<tmp>/<at>` for a moment: its
+/// [`manifest`].
+fn data_files(t: &Test, disk: &LoopDisk, at: &str) -> std::collections::BTreeMap<String, String> {
+    testkit::run(
+        "e2fsck",
+        ["-f".as_ref(), "-n".as_ref(), disk.part(1).as_os_str()],
+    );
+    manifest(&RoMount::new(&disk.part(1), &t.path(at)).0)
+}
+
+/// A backup holding the partitions of two disks (a GPT disk's ESP and root, another GPT disk's data partition), and
+/// its guide walked as written: each disk's `dbackup image restore` pair (the dry run, then the restore) onto a larger
+/// blank disk of its own, and the plain tools' commands onto two of the same sizes; both disks come back with
+/// filesystems that fsck passes and every file the same. Before, the guide gave one pair for every image onto
+/// `/dev/NEWDISK`, which dbackup refused ("holds images of several disks"), and wrote both tables onto the same disk
+/// the plain way.
+#[test]
+fn t9_the_restore_guide_of_two_disks_restores_each_as_written() {
+    if !require() || !testkit::require_tools(PLAIN_TOOLS, "apt-get install partclone zstd age") {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&config(&t9, ""));
+    let first = disk_with_root(&t, 1 << 20, Root::Ext4);
+    let second = partitioned(
+        &t.path("second.img"),
+        128 * MIB,
+        "label: gpt\nunit: sectors\n\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"data\"\n",
+    );
+    let tree = t.path("tree2");
+    root_tree(&tree, 1 << 20);
+    testkit::run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-L".as_ref(),
+            "data".as_ref(),
+            "-d".as_ref(),
+            tree.as_os_str(),
+            second.part(1).as_os_str(),
+        ],
+    );
+    let dev = |p: std::path::PathBuf| p.display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(first.part(1))])
+        .args(["--device", &dev(first.part(2))])
+        .args(["--device", &dev(second.part(1))])
+        .status(0);
+    let (dir, meta) = image_backup(&t9);
+    let guide = fs::read_to_string(dir.join("system/RESTORE-SYSTEM.md")).unwrap();
+    // Blank disks in the order of the backup's tables (as `substitute` takes them), sized per disk (the first's, the
+    // second's).
+    let tables: Vec<&str> = (meta.system.as_ref().unwrap().tables.iter())
+        .map(|t| t.disk.as_str())
+        .collect();
+    let name = |d: &LoopDisk| d.device.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(tables.len(), 2, "{guide}");
+    let blanks = |what: &str, sizes: [u64; 2]| -> Vec<LoopDisk> {
+        (tables.iter())
+            .map(|disk| {
+                let k = usize::from(*disk != name(&first));
+                blank_disk(&t, &format!("{what}-{k}.img"), sizes[k])
+            })
+            .collect()
+    };
+    // The targets in table order, and which of them takes the first disk's place.
+    let first_at = tables.iter().position(|d| *d == name(&first)).unwrap();
+    let want_second = data_files(&t, &second, "mnt/old2");
+    assert!(want_second.len() > 35, "{want_second:#?}");
+    let same_both = |restored: &[LoopDisk], at: &str| {
+        same_disk(&t, &first, &restored[first_at], &format!("{at}-first"));
+        let got = data_files(&t, &restored[1 - first_at], &format!("{at}-second"));
+        assert_eq!(want_second, got, "{at}");
+    };
+
+    // dbackup's way: each line as written (the dry runs write nothing), onto larger disks.
+    let with_dbackup = commands(&guide, "This backup holds", "| image |");
+    let larger = blanks("larger", [400 * MIB, 192 * MIB]);
+    let targets: Vec<&LoopDisk> = larger.iter().collect();
+    for line in &with_dbackup {
+        let extra: &[&str] = if line.ends_with("--dry-run") {
+            &[]
+        } else {
+            &["--yes"]
+        };
+        let out = run_dbackup(&t, &t9, &meta, line, &targets, extra);
+        assert_eq!(out.code, 0, "{line}\n{out:?}\n{guide}");
+    }
+    assert_eq!(
+        with_dbackup.len(),
+        4,
+        "a dry run and a restore for each disk: {guide}"
+    );
+    same_both(&larger, "mnt/larger");
+    drop(larger);
+
+    // The plain tools' way, onto disks of the same sizes.
+    let plain = commands(&guide, "Without dbackup", "A pipe that stops");
+    assert_eq!(
+        plain.len(),
+        6,
+        "the sum check, two tables, three images: {guide}"
+    );
+    let same = blanks("same", [320 * MIB, 128 * MIB]);
+    let (done, failed) = run_plain(&t, &t9, &meta, &plain, &same.iter().collect::<Vec<_>>());
+    assert_eq!(done, plain.len(), "{failed}\n{guide}");
+    same_both(&same, "mnt/plain");
+}
+
+/// A backup of a disk's ESP alone (the root, its last partition, not imaged), its guide's `dbackup image restore`
+/// lines run as written onto a larger blank disk: the table and the ESP come back (fsck clean, the same UUID). Before,
+/// the restore line carried `--grow`, which the plan refuses when the last partition has no image ("--grow grows the
+/// last partition (2) and its filesystem, but this backup has no image of it").
+#[test]
+fn t9_the_restore_guide_of_a_disk_whose_last_partition_has_no_image_restores_as_written() {
+    if !require() || !testkit::require_tools(PLAIN_TOOLS, "apt-get install partclone zstd age") {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&config(&t9, ""));
+    let disk = disk_with_root(&t, 1 << 20, Root::Ext4);
+    t.cmd()
+        .args([
+            "image",
+            "create",
+            "--device",
+            &disk.part(1).display().to_string(),
+        ])
+        .status(0);
+    let (dir, meta) = image_backup(&t9);
+    let guide = fs::read_to_string(dir.join("system/RESTORE-SYSTEM.md")).unwrap();
+    let with_dbackup = commands(&guide, "This backup holds", "| image |");
+    assert_eq!(with_dbackup.len(), 2, "{guide}");
+    let larger = blank_disk(&t, "larger.img", 640 * MIB);
+    for line in &with_dbackup {
+        let extra: &[&str] = if line.ends_with("--dry-run") {
+            &[]
+        } else {
+            &["--yes"]
+        };
+        let out = run_dbackup(&t, &t9, &meta, line, &[&larger], extra);
+        assert_eq!(out.code, 0, "{line}\n{out:?}\n{guide}");
+    }
+    testkit::run("fsck.fat", ["-n".as_ref(), larger.part(1).as_os_str()]);
+    assert_eq!(blkid(&larger.part(1), "UUID"), blkid(&disk.part(1), "UUID"));
 }

@@ -1754,3 +1754,74 @@ fn filled_up_and_nothing_left(child: std::process::Child, t9: &Drive, temp: &Pat
     assert!(stamps(t9).is_empty(), "{:?}", stamps(t9));
     stderr
 }
+
+/// A device named more than once (twice in `image.devices`, by its node and by a link to it as `/dev/disk/by-*` names
+/// it, and once more with `--device`) is judged once: the dry run of `image create` shows one line per device (the
+/// ESP imaged, the partition without a filesystem refused with its reason), the run warns once and backup.json records
+/// one image and one refusal. Before, each naming added a line: the refusal three times, and the imaged ESP also
+/// "REFUSED ... is named twice".
+#[test]
+fn t9_a_device_named_twice_gets_one_line() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    // Partition 2 has no filesystem: refused.
+    let disk = make_disk(&t.path("old.img"), 320 * MIB);
+    let (esp, bare) = (disk.part(1), disk.part(2));
+    let link = |to: &Path, name: &str| {
+        let at = t.path(name);
+        std::os::unix::fs::symlink(to, &at).unwrap();
+        at
+    };
+    let devices = [
+        esp.clone(),
+        bare.clone(),
+        link(&bare, "by-partlabel-root"),
+        link(&esp, "by-partlabel-EFI"),
+    ];
+    let t = t.config(&config_images(&t9, "", &devices, ""));
+    let dry = t
+        .cmd()
+        .args(["--dry-run", "image", "create", "--device"])
+        .args([&bare])
+        .status(3);
+    let mut filters = vec![
+        (r"\d{4}-\d{2}-\d{2}-\d{6}", "[STAMP]"),
+        (r"\.tmp-\[STAMP\]-\d+", ".tmp-[STAMP]-[PID]"),
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)", "[SIZE]"),
+        (r"/dev/loop\d+", "/dev/[DISK]"),
+        (r"\bloop\d+", "[DISK]"),
+        (r"\b[0-9A-F]{4}-[0-9A-F]{4}\b", "[UUID]"),
+    ];
+    let t9_path = t9.mount_point().display().to_string();
+    filters.push((&t9_path, "[T9]"));
+    let tmp = t.dir.path().display().to_string();
+    filters.push((&tmp, "[TMP]"));
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!("device_named_twice_dry_run", dry.stdout);
+    });
+    assert_eq!(dry.stdout.matches("REFUSED").count(), 1, "{}", dry.stdout);
+
+    let out = t
+        .cmd()
+        .args(["image", "create", "--device"])
+        .args([&bare])
+        .status(3);
+    let refused = format!(
+        "not imaged: {}: blkid finds no filesystem on it",
+        bare.display()
+    );
+    assert_eq!(out.stderr.matches(&refused).count(), 1, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("not imaged").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    let (_, meta) = image_backup(&t9);
+    let system = meta.system.as_ref().unwrap();
+    assert_eq!(system.images.len(), 1, "{system:?}");
+    assert_eq!(system.refused.len(), 1, "{system:?}");
+}
