@@ -25,10 +25,12 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         external: source.is_none_or(|s| s == Kept::External),
         set: args.set.clone(),
         drive: args.drive.clone(),
+        cloud: (args.source.as_ref())
+            .filter(|s| s.kept == Kept::Cloud)
+            .map(|s| s.cloud.clone()),
     };
     let pattern = Pattern::new(args.pattern.as_bytes());
-    let (mut all, bucket, passed_over) =
-        super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, None)?;
+    let (mut all, bucket, passed_over) = browse::looked_through(&settings, &ui, &scope, None)?;
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
         searched: 0,

@@ -38,9 +38,13 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         external,
         set: args.set.clone(),
         drive: args.drive.clone(),
+        cloud: args
+            .source
+            .as_ref()
+            .filter(|_| cloud)
+            .map(|s| s.cloud.clone()),
     };
-    let (all, bucket, passed_over) =
-        super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, Some(query))?;
+    let (all, bucket, passed_over) = browse::looked_through(&settings, &ui, &scope, Some(query))?;
     for line in passed_over {
         ui.warn(line);
     }

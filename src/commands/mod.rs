@@ -70,49 +70,6 @@ pub(crate) fn drive_needs_drive_source(
     Ok(())
 }
 
-/// The backups `ls` and `find` look through: the bucket's `--source cloud[:NAME]` names (`pick`: the one backup
-/// the date picks; what they will read said on stderr; the catalog is kept, its store serves the reads:
-/// [`say_requests`]), or the local snapshots and drive backups `scope` names; `--set` checked against the sets
-/// they hold. Last, the drives' backups passed over because the user cannot read them (one line each, which and why).
-pub(crate) fn browsed_backups(
-    settings: &Settings,
-    ui: &crate::ui::Ui,
-    source: Option<&crate::cli::RestoreSource>,
-    scope: &crate::browse::Scope,
-    pick: Option<crate::restore::select::DateQuery>,
-) -> anyhow::Result<(
-    Vec<crate::browse::SetBackup>,
-    Option<crate::browse::cloud::CloudScope>,
-    Vec<String>,
-)> {
-    let set = scope.set.as_deref();
-    let (all, bucket, passed_over) = match source {
-        Some(s) if s.kept == crate::restore::select::Kept::Cloud => {
-            let picked = pick.is_some();
-            let mut c = crate::browse::cloud::catalog(settings, s.cloud.as_deref(), set, pick)?;
-            let backup = match c.backups.first() {
-                _ if !picked => String::new(),
-                first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
-            };
-            ui.info(format_args!(
-                "{} ({}): {backup}reading {} of {} (no archive)",
-                c.destination,
-                c.place,
-                crate::stdx::bytes(c.index_bytes),
-                crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
-            ));
-            (std::mem::take(&mut c.backups), Some(c), Vec::new())
-        }
-        _ => {
-            let (all, passed_over) = crate::browse::catalog(settings, scope)?;
-            (all, None, passed_over)
-        }
-    };
-    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
-    crate::restore::catalog::check_set_named(settings, set, &held)?;
-    Ok((all, bucket, passed_over))
-}
-
 /// The requests a bucket's backups took (`ls`, `find` on a bucket), on stderr.
 pub(crate) fn say_requests(ui: &crate::ui::Ui, bucket: Option<&crate::browse::cloud::CloudScope>) {
     if let Some(c) = bucket {
