@@ -8,7 +8,9 @@ use crate::external::retention::{OwnSet, Owner, recorded_paths};
 use crate::restore::choose::{self, Standing};
 use crate::restore::select::{self, DateQuery};
 
-use super::SetBackup;
+use super::cloud::CloudScope;
+use super::{Scope, SetBackup};
+use crate::settings::Settings;
 
 /// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. The backup a date
 /// means is the one `restore --date` reads (`restore::choose::by_date`: unverified or unreadable backups only when
@@ -90,4 +92,42 @@ pub fn for_ls(
         (true, Some(e)) => Err(e),
         _ => Ok(out),
     }
+}
+
+/// The backups `ls` and `find` look through: the bucket `scope.cloud` names (`pick`: the one backup the date picks;
+/// what they will read said on stderr; the catalog is kept, its store serves the reads), or the local snapshots and
+/// drive backups `scope` names ([`super::catalog`]); `--set` checked against the sets they hold. Last, the drives' backups
+/// passed over because the user cannot read them (one line each, which and why).
+pub(crate) fn looked_through(
+    settings: &Settings,
+    ui: &crate::ui::Ui,
+    scope: &Scope,
+    pick: Option<crate::restore::select::DateQuery>,
+) -> anyhow::Result<(Vec<SetBackup>, Option<CloudScope>, Vec<String>)> {
+    let set = scope.set.as_deref();
+    let (all, bucket, passed_over) = match &scope.cloud {
+        Some(name) => {
+            let picked = pick.is_some();
+            let mut c = super::cloud::catalog(settings, name.as_deref(), set, pick)?;
+            let backup = match c.backups.first() {
+                _ if !picked => String::new(),
+                first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
+            };
+            ui.info(format_args!(
+                "{} ({}): {backup}reading {} of {} (no archive)",
+                c.destination,
+                c.place,
+                crate::stdx::bytes(c.index_bytes),
+                crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
+            ));
+            (std::mem::take(&mut c.backups), Some(c), Vec::new())
+        }
+        None => {
+            let (all, passed_over) = super::catalog(settings, scope)?;
+            (all, None, passed_over)
+        }
+    };
+    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
+    crate::restore::catalog::check_set_named(settings, set, &held)?;
+    Ok((all, bucket, passed_over))
 }

@@ -179,44 +179,6 @@ pub fn catalog(
     Ok((out, catalog::passed_over(&drives).cloned().collect()))
 }
 
-/// The backups `ls` and `find` look through: the bucket `scope.cloud` names (`pick`: the one backup the date picks;
-/// what they will read said on stderr; the catalog is kept, its store serves the reads), or the local snapshots and
-/// drive backups `scope` names ([`catalog`]); `--set` checked against the sets they hold. Last, the drives' backups
-/// passed over because the user cannot read them (one line each, which and why).
-pub(crate) fn looked_through(
-    settings: &Settings,
-    ui: &crate::ui::Ui,
-    scope: &Scope,
-    pick: Option<crate::restore::select::DateQuery>,
-) -> anyhow::Result<(Vec<SetBackup>, Option<cloud::CloudScope>, Vec<String>)> {
-    let set = scope.set.as_deref();
-    let (all, bucket, passed_over) = match &scope.cloud {
-        Some(name) => {
-            let picked = pick.is_some();
-            let mut c = cloud::catalog(settings, name.as_deref(), set, pick)?;
-            let backup = match c.backups.first() {
-                _ if !picked => String::new(),
-                first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
-            };
-            ui.info(format_args!(
-                "{} ({}): {backup}reading {} of {} (no archive)",
-                c.destination,
-                c.place,
-                crate::stdx::bytes(c.index_bytes),
-                crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
-            ));
-            (std::mem::take(&mut c.backups), Some(c), Vec::new())
-        }
-        None => {
-            let (all, passed_over) = catalog(settings, scope)?;
-            (all, None, passed_over)
-        }
-    };
-    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
-    catalog::check_set_named(settings, set, &held)?;
-    Ok((all, bucket, passed_over))
-}
-
 /// A drive backup's index, when its length is the one `backup.json` records (as a restore checks before it reads
 /// it): an index cut short, or with lines added, is not listed from.
 fn index_as_recorded(

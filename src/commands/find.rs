@@ -30,7 +30,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
             .map(|s| s.cloud.clone()),
     };
     let pattern = Pattern::new(args.pattern.as_bytes());
-    let (mut all, bucket, passed_over) = browse::looked_through(&settings, &ui, &scope, None)?;
+    let (mut all, bucket, passed_over) =
+        browse::choose::looked_through(&settings, &ui, &scope, None)?;
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
         searched: 0,

@@ -44,7 +44,8 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             .filter(|_| cloud)
             .map(|s| s.cloud.clone()),
     };
-    let (all, bucket, passed_over) = browse::looked_through(&settings, &ui, &scope, Some(query))?;
+    let (all, bucket, passed_over) =
+        browse::choose::looked_through(&settings, &ui, &scope, Some(query))?;
     for line in passed_over {
         ui.warn(line);
     }
