@@ -356,9 +356,15 @@ pub fn render(input: &DocInput) -> String {
         if have(input, "efibootmgr.txt") {
             let _ = writeln!(
                 o,
-                "The old entries are in `{}`; add a missing one with `efibootmgr --create --disk /dev/NEWDISK --part N \
-                 --label NAME --loader '\\EFI\\...'`.\n",
-                file(input, "efibootmgr.txt")
+                "The old entries are in `{}`; add a missing one with `efibootmgr --create --disk {} --part N \
+                 --label NAME --loader '\\EFI\\...'`{}.\n",
+                file(input, "efibootmgr.txt"),
+                boot_new_disk(input),
+                if boot_disk(f).is_none() && several_disks(input) {
+                    " (`<disk>`: the disk that holds the ESP)"
+                } else {
+                    ""
+                }
             );
         }
         if f.nixos {
@@ -370,8 +376,14 @@ pub fn render(input: &DocInput) -> String {
     } else {
         let _ = writeln!(
             o,
-            "BIOS: reinstall GRUB into the new disk's boot sector from the new system (`chroot /mnt`):\n\n    \
-             grub-install /dev/NEWDISK\n    update-grub\n"
+            "BIOS: reinstall GRUB into {} from the new system (`chroot /mnt`):\n\n    \
+             grub-install {}\n    update-grub\n",
+            if boot_disk(f).is_none() && several_disks(input) {
+                "the boot sector of the new disk the machine boots from (`<disk>`)"
+            } else {
+                "the new disk's boot sector"
+            },
+            boot_new_disk(input)
         );
     }
     let _ = writeln!(
@@ -595,6 +607,38 @@ fn new_disk(input: &DocInput, disk: &str) -> String {
         stdx::shell_word(&format!("/dev/NEWDISK-{disk}"))
     } else {
         "/dev/NEWDISK".to_string()
+    }
+}
+
+/// The disk the boot loader goes onto: under UEFI the one holding the ESP (a vfat partition mounted at `/boot/efi`,
+/// `/efi` or `/boot`), under BIOS the one holding `/boot`, else `/`. None when the kit saw none of them mounted.
+fn boot_disk(f: &Facts) -> Option<&str> {
+    let holding = |at: &str, vfat: bool| {
+        (f.disks.iter())
+            .find(|d| {
+                d.partitions.iter().any(|p| {
+                    p.mount_points.iter().any(|m| m == at)
+                        && (!vfat || p.fs_type.as_deref() == Some("vfat"))
+                })
+            })
+            .map(|d| d.name.as_str())
+    };
+    if f.efi {
+        ["/boot/efi", "/efi", "/boot"]
+            .iter()
+            .find_map(|at| holding(at, true))
+    } else {
+        ["/boot", "/"].iter().find_map(|at| holding(at, false))
+    }
+}
+
+/// The new disk the boot loader steps name: the boot disk's ([`boot_disk`]), as the restore lines name it; with
+/// several disks and no boot disk known, `/dev/NEWDISK-<disk>` for the reader to choose.
+fn boot_new_disk(input: &DocInput) -> String {
+    match boot_disk(input.facts) {
+        Some(disk) => new_disk(input, disk),
+        None if several_disks(input) => "/dev/NEWDISK-<disk>".to_string(),
+        None => "/dev/NEWDISK".to_string(),
     }
 }
 
@@ -916,12 +960,8 @@ mod tests {
         );
     }
 
-    /// A backup holding the images of two disks (nvme0n1's ESP, sda's first partition) with both tables: its guide
-    /// restores each disk onto a new disk of its own, with `dbackup image restore` naming that disk's images (one
-    /// disk a run, as the plan takes it) and with the plain tools. Before, it gave one pair onto `/dev/NEWDISK` for
-    /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
-    #[test]
-    fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
+    /// The images of two disks (nvme0n1's ESP, sda's first partition, ext4) with both tables.
+    fn two_disks() -> (Vec<ImageRecord>, Vec<TableRecord>) {
         let (mut images, mut tables, _) = images_tables_sets();
         let mut sda1 = images[0].clone();
         sda1.name = "sda1".into();
@@ -935,6 +975,59 @@ mod tests {
         sda.disk = "sda".into();
         sda.file = rec("sda.sfdisk").unwrap();
         tables.push(sda);
+        (images, tables)
+    }
+
+    /// The guide of two disks (nvme0n1 holds the ESP, mounted at /boot/efi) names the ESP's new disk in its boot
+    /// loader steps with the placeholder its restore lines use: efibootmgr's `--disk` under UEFI, `grub-install`'s
+    /// disk under BIOS (where nvme0n1 holds `/`). Before, both said `/dev/NEWDISK`, a disk the guide of several disks
+    /// names nowhere else.
+    #[test]
+    fn the_guide_of_two_disks_names_the_esps_disk_in_its_boot_loader_steps() {
+        let (images, tables) = two_disks();
+        let mut pieces = pieces();
+        for p in &mut pieces {
+            if p.name == "efibootmgr.txt" {
+                *p = piece("efibootmgr.txt", "command: efibootmgr -v", "ok", None);
+            }
+        }
+        let mut sections = String::new();
+        for efi in [true, false] {
+            let mut f = facts(false);
+            f.efi = efi;
+            let text = render(&DocInput {
+                facts: &f,
+                pieces: &pieces,
+                images: &images,
+                tables: &tables,
+                stamp: Some("2026-12-05-031500"),
+                destination: Some("T9"),
+                sets: &[],
+                encrypted: false,
+                grow: &[],
+                generated: "2026-12-05 03:15:00 +01:00",
+            });
+            let section = text
+                .split("## 5.")
+                .nth(1)
+                .and_then(|s| s.split("## What").next());
+            sections.push_str(section.unwrap_or_default());
+        }
+        assert!(
+            sections.contains("efibootmgr --create --disk /dev/NEWDISK-nvme0n1 ")
+                && sections.contains("grub-install /dev/NEWDISK-nvme0n1\n"),
+            "{sections}"
+        );
+        insta::assert_snapshot!(sections);
+    }
+
+    /// A backup holding the images of two disks (nvme0n1's ESP, sda's first partition) with both tables: its guide
+    /// restores each disk onto a new disk of its own, with `dbackup image restore` naming that disk's images (one
+    /// disk a run, as the plan takes it) and with the plain tools. Before, it gave one pair onto `/dev/NEWDISK` for
+    /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
+    #[test]
+    fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
+        let (images, tables) = two_disks();
         // sda's last partition is imaged (ext4): its restore grows; nvme0n1's root is not.
         let text = guide_of(&images, &tables, &["sda".to_string()], false);
         let section = text
