@@ -23,9 +23,9 @@ pub struct DocInput<'a> {
     pub sets: &'a [(String, Vec<String>)],
     /// The kit is encrypted (every file ends in `.age`).
     pub encrypted: bool,
-    /// Whose restore `--grow` can grow: the disks whose last partition is imaged with a filesystem dbackup grows (and
-    /// no logical partitions), and such images of filesystems without a partition table. Others are restored without
-    /// it (the plan refuses `--grow` for them).
+    /// The images `--grow` can grow (by name): each disk's last partition's, imaged with a filesystem dbackup grows
+    /// (and no logical partitions on the disk), and such images of filesystems without a partition table. Others are
+    /// restored without it (the plan refuses `--grow` for them).
     pub grow: &'a [String],
     /// When it was generated (shown as given).
     pub generated: &'a str,
@@ -419,7 +419,11 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
             .collect()
     };
-    let grows = |name: &str| input.grow.iter().any(|g| g == name);
+    let grows = |name: &str| grows(input, name);
+    // A disk's restore grows when its last partition's image does.
+    let disk_grows = |disk: &str| {
+        (input.images.iter()).any(|i| i.disk.as_deref() == Some(disk) && grows(&i.name))
+    };
     let pair = |o: &mut String, args: &str, grow: bool| {
         let _ = writeln!(
             o,
@@ -450,7 +454,10 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             } else {
                 format!(" of {}", disks.join(", "))
             },
-            match (by_disk.len() > 1, by_disk.iter().any(|(d, _)| grows(d))) {
+            match (
+                by_disk.len() > 1,
+                by_disk.iter().any(|(d, _)| disk_grows(d))
+            ) {
                 (true, true) => {
                     "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
                      (each must be at least as large as its disk; `--grow` grows the last filesystem to the end of a \
@@ -480,7 +487,7 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             pair(
                 o,
                 &format!("{named} --to {}", new_disk(input, disk)),
-                grows(disk),
+                disk_grows(disk),
             );
         }
         let _ = writeln!(o);
@@ -578,6 +585,56 @@ fn plain_tools(o: &mut String, input: &DocInput) {
          part of a filesystem: do not mount it; write it again from an intact copy of the image. What was written \
          before it is whole.\n"
     );
+    grow_plain(o, input);
+}
+
+/// Whether `--grow` grows the image `name` ([`DocInput::grow`]).
+fn grows(input: &DocInput, name: &str) -> bool {
+    input.grow.iter().any(|g| g == name)
+}
+
+/// The plain tools' way of what `--grow` does, for a larger new disk: each grown image's partition (the disk's last)
+/// to the disk's end with sfdisk, then its filesystem to the partition's end; a filesystem without a partition table
+/// to its device's end. Nothing where `--grow` is not offered.
+fn grow_plain(o: &mut String, input: &DocInput) {
+    let grown: Vec<&ImageRecord> = (input.images.iter())
+        .filter(|i| grows(input, &i.name))
+        .collect();
+    if grown.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "On a larger new disk, what the plain tools wrote keeps its old size. To grow the last partition to the end \
+         of the disk, and its filesystem with it, as `--grow` does (xfs and btrfs grow only while mounted):\n"
+    );
+    for i in grown {
+        // As the restore lines name it: one shell word (the name is from the drive).
+        let node = format!("/dev/NEWDISK-{}", stdx::shell_word(&i.name));
+        if let (Some(disk), Some(n)) = (&i.disk, i.partition) {
+            let disk = new_disk(input, disk);
+            let _ = writeln!(
+                o,
+                "    echo ', +' | sfdisk --no-reread -N {n} {disk}\n    partx -u {disk}"
+            );
+        }
+        let _ = match i.fs_type.as_str() {
+            "ext2" | "ext3" | "ext4" => {
+                writeln!(o, "    e2fsck -f -p {node}\n    resize2fs {node}")
+            }
+            "xfs" => writeln!(
+                o,
+                "    mkdir -p /tmp/grow && mount {node} /tmp/grow && xfs_growfs /tmp/grow && umount /tmp/grow"
+            ),
+            "btrfs" => writeln!(
+                o,
+                "    mkdir -p /tmp/grow && mount {node} /tmp/grow && btrfs filesystem resize max /tmp/grow && umount \
+                 /tmp/grow"
+            ),
+            _ => Ok(()),
+        };
+    }
+    let _ = writeln!(o);
 }
 
 /// The disk whose `sfdisk --dump` the kit's piece `name` (`sfdisk-<disk>.dump`) is.
@@ -1029,7 +1086,7 @@ mod tests {
     fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
         let (images, tables) = two_disks();
         // sda's last partition is imaged (ext4): its restore grows; nvme0n1's root is not.
-        let text = guide_of(&images, &tables, &["sda".to_string()], false);
+        let text = guide_of(&images, &tables, &["sda1".to_string()], false);
         let section = text
             .split("## 2.")
             .nth(1)
