@@ -929,9 +929,21 @@ mod tests {
         grow: &[String],
         encrypted: bool,
     ) -> String {
+        guide_of_kit(&facts(false), &pieces(), images, tables, grow, encrypted)
+    }
+
+    /// [`guide_of`] with the kit's facts `f` and `pieces`.
+    fn guide_of_kit(
+        f: &Facts,
+        pieces: &[KitRecord],
+        images: &[ImageRecord],
+        tables: &[TableRecord],
+        grow: &[String],
+        encrypted: bool,
+    ) -> String {
         render(&DocInput {
-            facts: &facts(false),
-            pieces: &pieces(),
+            facts: f,
+            pieces,
             images,
             tables,
             stamp: Some("2026-12-05-031500"),
@@ -1052,18 +1064,7 @@ mod tests {
         for efi in [true, false] {
             let mut f = facts(false);
             f.efi = efi;
-            let text = render(&DocInput {
-                facts: &f,
-                pieces: &pieces,
-                images: &images,
-                tables: &tables,
-                stamp: Some("2026-12-05-031500"),
-                destination: Some("T9"),
-                sets: &[],
-                encrypted: false,
-                grow: &[],
-                generated: "2026-12-05 03:15:00 +01:00",
-            });
+            let text = guide_of_kit(&f, &pieces, &images, &tables, &[], false);
             let section = text
                 .split("## 5.")
                 .nth(1)

@@ -126,6 +126,29 @@ fn run_plain(
     (lines.len(), String::new())
 }
 
+/// The guide's `plain` lines, then its lines that grow the last partition and its filesystem (the paragraph `On a
+/// larger new disk`), run onto a blank disk `<tmp>/plain-larger.img` of `size` bytes, which is returned.
+fn plain_and_grown(
+    t: &Test,
+    t9: &Drive,
+    meta: &BackupMeta,
+    guide: &str,
+    plain: &[String],
+    size: u64,
+) -> LoopDisk {
+    let grow = commands(
+        guide,
+        "On a larger new disk",
+        "Filesystems that have no image",
+    );
+    assert!(!grow.is_empty(), "{guide}");
+    let lines: Vec<String> = plain.iter().chain(&grow).cloned().collect();
+    let disk = blank_disk(t, "plain-larger.img", size);
+    let (done, failed) = run_plain(t, t9, meta, &lines, &[&disk]);
+    assert_eq!(done, lines.len(), "{failed}\n{guide}");
+    disk
+}
+
 /// A guide's `dbackup ...` line run (on `targets`, as [`substitute`] says; `extra` after it): its output.
 fn run_dbackup(
     t: &Test,
@@ -221,16 +244,7 @@ fn walk(encrypted: bool) {
 
     // The plain tools onto a larger one, then the guide's lines that grow the last partition and its filesystem to
     // its end (as `--grow` does): fsck clean, every file the same, the root grown.
-    let grow = commands(
-        &guide,
-        "On a larger new disk",
-        "Filesystems that have no image",
-    );
-    assert!(!grow.is_empty(), "{guide}");
-    let lines: Vec<String> = plain.iter().chain(&grow).cloned().collect();
-    let plain_larger = blank_disk(&t, "plain-larger.img", 640 * MIB);
-    let (done, failed) = run_plain(&t, &t9, &meta, &lines, &[&plain_larger]);
-    assert_eq!(done, lines.len(), "{failed}\n{guide}");
+    let plain_larger = plain_and_grown(&t, &t9, &meta, &guide, &plain, 640 * MIB);
     same_disk(&t, &disk, &plain_larger, "mnt/plain-larger");
     let (_, old_size) = look_at_root(&t, &disk, "mnt/old-size");
     let (_, size) = look_at_root(&t, &plain_larger, "mnt/plain-grown");
@@ -384,16 +398,7 @@ fn t9_the_restore_guide_of_a_filesystem_without_a_partition_table_restores_as_wr
     drop(same);
 
     // The plain tools onto a larger one, then the guide's lines that grow the filesystem to its end.
-    let grow = commands(
-        &guide,
-        "On a larger new disk",
-        "Filesystems that have no image",
-    );
-    assert!(!grow.is_empty(), "{guide}");
-    let lines: Vec<String> = plain.iter().chain(&grow).cloned().collect();
-    let plain_larger = blank_disk(&t, "plain-larger.img", 256 * MIB);
-    let (done, failed) = run_plain(&t, &t9, &meta, &lines, &[&plain_larger]);
-    assert_eq!(done, lines.len(), "{failed}\n{guide}");
+    let plain_larger = plain_and_grown(&t, &t9, &meta, &guide, &plain, 256 * MIB);
     let (got, size) = files(&plain_larger, "mnt/plain-larger");
     assert_eq!(want, got);
     assert!(size > old_size + 100 * MIB, "grown: {old_size} -> {size}");
