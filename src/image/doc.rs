@@ -23,9 +23,9 @@ pub struct DocInput<'a> {
     pub sets: &'a [(String, Vec<String>)],
     /// The kit is encrypted (every file ends in `.age`).
     pub encrypted: bool,
-    /// Whose restore `--grow` can grow: the disks whose last partition is imaged with a filesystem dbackup grows (and
-    /// no logical partitions), and such images of filesystems without a partition table. Others are restored without
-    /// it (the plan refuses `--grow` for them).
+    /// The images `--grow` can grow (by name): each disk's last partition's, imaged with a filesystem dbackup grows
+    /// (and no logical partitions on the disk), and such images of filesystems without a partition table. Others are
+    /// restored without it (the plan refuses `--grow` for them).
     pub grow: &'a [String],
     /// When it was generated (shown as given).
     pub generated: &'a str,
@@ -356,9 +356,15 @@ pub fn render(input: &DocInput) -> String {
         if have(input, "efibootmgr.txt") {
             let _ = writeln!(
                 o,
-                "The old entries are in `{}`; add a missing one with `efibootmgr --create --disk /dev/NEWDISK --part N \
-                 --label NAME --loader '\\EFI\\...'`.\n",
-                file(input, "efibootmgr.txt")
+                "The old entries are in `{}`; add a missing one with `efibootmgr --create --disk {} --part N \
+                 --label NAME --loader '\\EFI\\...'`{}.\n",
+                file(input, "efibootmgr.txt"),
+                boot_new_disk(input),
+                if boot_disk(f).is_none() && several_disks(input) {
+                    " (`<disk>`: the disk that holds the ESP)"
+                } else {
+                    ""
+                }
             );
         }
         if f.nixos {
@@ -370,8 +376,14 @@ pub fn render(input: &DocInput) -> String {
     } else {
         let _ = writeln!(
             o,
-            "BIOS: reinstall GRUB into the new disk's boot sector from the new system (`chroot /mnt`):\n\n    \
-             grub-install /dev/NEWDISK\n    update-grub\n"
+            "BIOS: reinstall GRUB into {} from the new system (`chroot /mnt`):\n\n    \
+             grub-install {}\n    update-grub\n",
+            if boot_disk(f).is_none() && several_disks(input) {
+                "the boot sector of the new disk the machine boots from (`<disk>`)"
+            } else {
+                "the new disk's boot sector"
+            },
+            boot_new_disk(input)
         );
     }
     let _ = writeln!(
@@ -407,7 +419,11 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             .map(|i| format!(" --name {}", stdx::shell_word(&i.name)))
             .collect()
     };
-    let grows = |name: &str| input.grow.iter().any(|g| g == name);
+    let grows = |name: &str| grows(input, name);
+    // A disk's restore grows when its last partition's image does.
+    let disk_grows = |disk: &str| {
+        (input.images.iter()).any(|i| i.disk.as_deref() == Some(disk) && grows(&i.name))
+    };
     let pair = |o: &mut String, args: &str, grow: bool| {
         let _ = writeln!(
             o,
@@ -438,7 +454,10 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             } else {
                 format!(" of {}", disks.join(", "))
             },
-            match (by_disk.len() > 1, by_disk.iter().any(|(d, _)| grows(d))) {
+            match (
+                by_disk.len() > 1,
+                by_disk.iter().any(|(d, _)| disk_grows(d))
+            ) {
                 (true, true) => {
                     "Restore each disk's images, with its partition table, onto a new disk of its own, one disk a run \
                      (each must be at least as large as its disk; `--grow` grows the last filesystem to the end of a \
@@ -468,7 +487,7 @@ fn restore_commands(o: &mut String, input: &DocInput) {
             pair(
                 o,
                 &format!("{named} --to {}", new_disk(input, disk)),
-                grows(disk),
+                disk_grows(disk),
             );
         }
         let _ = writeln!(o);
@@ -566,6 +585,56 @@ fn plain_tools(o: &mut String, input: &DocInput) {
          part of a filesystem: do not mount it; write it again from an intact copy of the image. What was written \
          before it is whole.\n"
     );
+    grow_plain(o, input);
+}
+
+/// Whether `--grow` grows the image `name` ([`DocInput::grow`]).
+fn grows(input: &DocInput, name: &str) -> bool {
+    input.grow.iter().any(|g| g == name)
+}
+
+/// The plain tools' way of what `--grow` does, for a larger new disk: each grown image's partition (the disk's last)
+/// to the disk's end with sfdisk, then its filesystem to the partition's end; a filesystem without a partition table
+/// to its device's end. Nothing where `--grow` is not offered.
+fn grow_plain(o: &mut String, input: &DocInput) {
+    let grown: Vec<&ImageRecord> = (input.images.iter())
+        .filter(|i| grows(input, &i.name))
+        .collect();
+    if grown.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "On a larger new disk, what the plain tools wrote keeps its old size. To grow the last partition to the end \
+         of the disk, and its filesystem with it, as `--grow` does (xfs and btrfs grow only while mounted):\n"
+    );
+    for i in grown {
+        // As the restore lines name it: one shell word (the name is from the drive).
+        let node = format!("/dev/NEWDISK-{}", stdx::shell_word(&i.name));
+        if let (Some(disk), Some(n)) = (&i.disk, i.partition) {
+            let disk = new_disk(input, disk);
+            let _ = writeln!(
+                o,
+                "    echo ', +' | sfdisk --no-reread -N {n} {disk}\n    partx -u {disk}"
+            );
+        }
+        let _ = match i.fs_type.as_str() {
+            "ext2" | "ext3" | "ext4" => {
+                writeln!(o, "    e2fsck -f -p {node}\n    resize2fs {node}")
+            }
+            "xfs" => writeln!(
+                o,
+                "    mkdir -p /tmp/grow && mount {node} /tmp/grow && xfs_growfs /tmp/grow && umount /tmp/grow"
+            ),
+            "btrfs" => writeln!(
+                o,
+                "    mkdir -p /tmp/grow && mount {node} /tmp/grow && btrfs filesystem resize max /tmp/grow && umount \
+                 /tmp/grow"
+            ),
+            _ => Ok(()),
+        };
+    }
+    let _ = writeln!(o);
 }
 
 /// The disk whose `sfdisk --dump` the kit's piece `name` (`sfdisk-<disk>.dump`) is.
@@ -595,6 +664,38 @@ fn new_disk(input: &DocInput, disk: &str) -> String {
         stdx::shell_word(&format!("/dev/NEWDISK-{disk}"))
     } else {
         "/dev/NEWDISK".to_string()
+    }
+}
+
+/// The disk the boot loader goes onto: under UEFI the one holding the ESP (a vfat partition mounted at `/boot/efi`,
+/// `/efi` or `/boot`), under BIOS the one holding `/boot`, else `/`. None when the kit saw none of them mounted.
+fn boot_disk(f: &Facts) -> Option<&str> {
+    let holding = |at: &str, vfat: bool| {
+        (f.disks.iter())
+            .find(|d| {
+                d.partitions.iter().any(|p| {
+                    p.mount_points.iter().any(|m| m == at)
+                        && (!vfat || p.fs_type.as_deref() == Some("vfat"))
+                })
+            })
+            .map(|d| d.name.as_str())
+    };
+    if f.efi {
+        ["/boot/efi", "/efi", "/boot"]
+            .iter()
+            .find_map(|at| holding(at, true))
+    } else {
+        ["/boot", "/"].iter().find_map(|at| holding(at, false))
+    }
+}
+
+/// The new disk the boot loader steps name: the boot disk's ([`boot_disk`]), as the restore lines name it; with
+/// several disks and no boot disk known, `/dev/NEWDISK-<disk>` for the reader to choose.
+fn boot_new_disk(input: &DocInput) -> String {
+    match boot_disk(input.facts) {
+        Some(disk) => new_disk(input, disk),
+        None if several_disks(input) => "/dev/NEWDISK-<disk>".to_string(),
+        None => "/dev/NEWDISK".to_string(),
     }
 }
 
@@ -828,9 +929,21 @@ mod tests {
         grow: &[String],
         encrypted: bool,
     ) -> String {
+        guide_of_kit(&facts(false), &pieces(), images, tables, grow, encrypted)
+    }
+
+    /// [`guide_of`] with the kit's facts `f` and `pieces`.
+    fn guide_of_kit(
+        f: &Facts,
+        pieces: &[KitRecord],
+        images: &[ImageRecord],
+        tables: &[TableRecord],
+        grow: &[String],
+        encrypted: bool,
+    ) -> String {
         render(&DocInput {
-            facts: &facts(false),
-            pieces: &pieces(),
+            facts: f,
+            pieces,
             images,
             tables,
             stamp: Some("2026-12-05-031500"),
@@ -916,12 +1029,8 @@ mod tests {
         );
     }
 
-    /// A backup holding the images of two disks (nvme0n1's ESP, sda's first partition) with both tables: its guide
-    /// restores each disk onto a new disk of its own, with `dbackup image restore` naming that disk's images (one
-    /// disk a run, as the plan takes it) and with the plain tools. Before, it gave one pair onto `/dev/NEWDISK` for
-    /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
-    #[test]
-    fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
+    /// The images of two disks (nvme0n1's ESP, sda's first partition, ext4) with both tables.
+    fn two_disks() -> (Vec<ImageRecord>, Vec<TableRecord>) {
         let (mut images, mut tables, _) = images_tables_sets();
         let mut sda1 = images[0].clone();
         sda1.name = "sda1".into();
@@ -935,8 +1044,50 @@ mod tests {
         sda.disk = "sda".into();
         sda.file = rec("sda.sfdisk").unwrap();
         tables.push(sda);
+        (images, tables)
+    }
+
+    /// The guide of two disks (nvme0n1 holds the ESP, mounted at /boot/efi) names the ESP's new disk in its boot
+    /// loader steps with the placeholder its restore lines use: efibootmgr's `--disk` under UEFI, `grub-install`'s
+    /// disk under BIOS (where nvme0n1 holds `/`). Before, both said `/dev/NEWDISK`, a disk the guide of several disks
+    /// names nowhere else.
+    #[test]
+    fn the_guide_of_two_disks_names_the_esps_disk_in_its_boot_loader_steps() {
+        let (images, tables) = two_disks();
+        let mut pieces = pieces();
+        for p in &mut pieces {
+            if p.name == "efibootmgr.txt" {
+                *p = piece("efibootmgr.txt", "command: efibootmgr -v", "ok", None);
+            }
+        }
+        let mut sections = String::new();
+        for efi in [true, false] {
+            let mut f = facts(false);
+            f.efi = efi;
+            let text = guide_of_kit(&f, &pieces, &images, &tables, &[], false);
+            let section = text
+                .split("## 5.")
+                .nth(1)
+                .and_then(|s| s.split("## What").next());
+            sections.push_str(section.unwrap_or_default());
+        }
+        assert!(
+            sections.contains("efibootmgr --create --disk /dev/NEWDISK-nvme0n1 ")
+                && sections.contains("grub-install /dev/NEWDISK-nvme0n1\n"),
+            "{sections}"
+        );
+        insta::assert_snapshot!(sections);
+    }
+
+    /// A backup holding the images of two disks (nvme0n1's ESP, sda's first partition) with both tables: its guide
+    /// restores each disk onto a new disk of its own, with `dbackup image restore` naming that disk's images (one
+    /// disk a run, as the plan takes it) and with the plain tools. Before, it gave one pair onto `/dev/NEWDISK` for
+    /// all of them, which the plan refuses ("holds images of several disks"), and wrote both tables onto one disk.
+    #[test]
+    fn the_guide_of_two_disks_restores_each_onto_a_disk_of_its_own() {
+        let (images, tables) = two_disks();
         // sda's last partition is imaged (ext4): its restore grows; nvme0n1's root is not.
-        let text = guide_of(&images, &tables, &["sda".to_string()], false);
+        let text = guide_of(&images, &tables, &["sda1".to_string()], false);
         let section = text
             .split("## 2.")
             .nth(1)

@@ -157,7 +157,7 @@ pub fn write_system(
             disks.push((d, b));
         }
     }
-    // Whose restore `--grow` can grow (as `plan::plan_restore` checks it), for the guide.
+    // The images `--grow` can grow (as `plan::plan_restore` checks it), by name, for the guide.
     let mut grow: Vec<String> = (plan.images.iter())
         .filter(|i| i.disk.is_none() && super::plan::can_grow(&i.fs_type))
         .map(|i| i.name.clone())
@@ -168,15 +168,14 @@ pub fn write_system(
             format!("the partition table of /dev/{disk} as sfdisk --dump printed it")
         })?;
         let last = table.last().map(|p| p.number);
-        if !table.has_extended()
-            && (plan.images.iter()).any(|i| {
-                i.disk.as_deref() == Some(disk)
-                    && i.partition.is_some()
-                    && i.partition == last
-                    && super::plan::can_grow(&i.fs_type)
-            })
+        if let Some(i) = (plan.images.iter()).find(|i| {
+            i.disk.as_deref() == Some(disk)
+                && i.partition.is_some()
+                && i.partition == last
+                && super::plan::can_grow(&i.fs_type)
+        }) && !table.has_extended()
         {
-            grow.push(disk.to_string());
+            grow.push(i.name.clone());
         }
         let rec = write_small(&dir, &layout::table_file(disk), &dump, encrypt)?;
         note(&rec);

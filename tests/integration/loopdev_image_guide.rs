@@ -3,7 +3,8 @@
 //! generated file (decrypted with age when encrypted), only `/mnt/backup` (where the guide mounts the drive),
 //! `/dev/NEWDISK` and `/dev/NEWDISK-<name>` substituted, and run: dbackup's way onto a larger blank disk (the dry run
 //! first, which writes nothing), the plain tools' way (sha256sum, sfdisk, zstd, partclone.restore, age) onto one of
-//! the same size; each gives back filesystems that fsck passes and a root whose every file matches. A smaller disk is
+//! the same size, and onto a larger one followed by its lines that grow the last partition and its filesystem (grown);
+//! each gives back filesystems that fsck passes and a root whose every file matches. A smaller disk is
 //! refused with the sizes, a mounted one and the disk this system runs on as in use, and a damaged image (a byte
 //! flipped in its middle) is found, both ways, before anything is written. A backup of two disks' partitions is walked
 //! the same way, each disk onto a blank disk of its own.
@@ -125,6 +126,29 @@ fn run_plain(
     (lines.len(), String::new())
 }
 
+/// The guide's `plain` lines, then its lines that grow the last partition and its filesystem (the paragraph `On a
+/// larger new disk`), run onto a blank disk `<tmp>/plain-larger.img` of `size` bytes, which is returned.
+fn plain_and_grown(
+    t: &Test,
+    t9: &Drive,
+    meta: &BackupMeta,
+    guide: &str,
+    plain: &[String],
+    size: u64,
+) -> LoopDisk {
+    let grow = commands(
+        guide,
+        "On a larger new disk",
+        "Filesystems that have no image",
+    );
+    assert!(!grow.is_empty(), "{guide}");
+    let lines: Vec<String> = plain.iter().chain(&grow).cloned().collect();
+    let disk = blank_disk(t, "plain-larger.img", size);
+    let (done, failed) = run_plain(t, t9, meta, &lines, &[&disk]);
+    assert_eq!(done, lines.len(), "{failed}\n{guide}");
+    disk
+}
+
 /// A guide's `dbackup ...` line run (on `targets`, as [`substitute`] says; `extra` after it): its output.
 fn run_dbackup(
     t: &Test,
@@ -218,6 +242,15 @@ fn walk(encrypted: bool) {
     same_disk(&t, &disk, &same, "mnt/plain");
     drop(same);
 
+    // The plain tools onto a larger one, then the guide's lines that grow the last partition and its filesystem to
+    // its end (as `--grow` does): fsck clean, every file the same, the root grown.
+    let plain_larger = plain_and_grown(&t, &t9, &meta, &guide, &plain, 640 * MIB);
+    same_disk(&t, &disk, &plain_larger, "mnt/plain-larger");
+    let (_, old_size) = look_at_root(&t, &disk, "mnt/old-size");
+    let (_, size) = look_at_root(&t, &plain_larger, "mnt/plain-grown");
+    assert!(size > old_size + 250 * MIB, "grown: {old_size} -> {size}");
+    drop(plain_larger);
+
     // dbackup, onto a larger one: the dry run writes nothing; the restore (confirmed) gives the same disk back.
     let larger = blank_disk(&t, "larger.img", 640 * MIB);
     run_dbackup(&t, &t9, &meta, dry_run, &[&larger], &[])
@@ -300,7 +333,8 @@ fn t9_the_restore_guide_of_an_encrypted_image_restores_as_written() {
 
 /// A loop device holding an ext4 filesystem with no partition table (a whole disk's, as an LVM volume's would be)
 /// imaged, and its guide walked as written: its dbackup commands onto a larger blank device (the dry run writes
-/// nothing; grown to its end), its plain-tools commands onto one of the same size; fsck clean, every file the same.
+/// nothing; grown to its end), its plain-tools commands onto one of the same size and, with its lines that grow the
+/// filesystem, onto a larger one (grown); fsck clean, every file the same.
 /// Before, the guide gave the whole-disk restore for it, which dbackup refused ("restoring them onto a disk is not
 /// supported").
 #[test]
@@ -361,6 +395,13 @@ fn t9_the_restore_guide_of_a_filesystem_without_a_partition_table_restores_as_wr
     let (done, failed) = run_plain(&t, &t9, &meta, &plain, &[&same]);
     assert_eq!(done, plain.len(), "{failed}\n{guide}");
     assert_eq!(want, files(&same, "mnt/plain").0);
+    drop(same);
+
+    // The plain tools onto a larger one, then the guide's lines that grow the filesystem to its end.
+    let plain_larger = plain_and_grown(&t, &t9, &meta, &guide, &plain, 256 * MIB);
+    let (got, size) = files(&plain_larger, "mnt/plain-larger");
+    assert_eq!(want, got);
+    assert!(size > old_size + 100 * MIB, "grown: {old_size} -> {size}");
 }
 
 /// The ext4 filesystem on partition 1 of `disk` passes fsck; mounted read-only at `<tmp>/<at>` for a moment: its
