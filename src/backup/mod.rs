@@ -177,7 +177,12 @@ pub fn dry_run(settings: &Settings, observed: &Observed, ui: &Ui) -> anyhow::Res
             plan::Verdict::Write(why) => d.note = why,
         }
     }
+    let writes = (due.external.targets.iter())
+        .filter(|t| destinations.iter().any(|d| &d.name == *t && d.target))
+        .cloned()
+        .collect();
     Ok(BackupPlan {
+        writes,
         destinations,
         due: due.clone(),
         collect: plans,

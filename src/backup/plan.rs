@@ -25,6 +25,10 @@ pub struct BackupPlan {
     pub collect: Vec<CollectPlan>,
     /// Every destination: whether it was looked at, present or why not, and whether it would be written.
     pub destinations: Vec<DestinationView>,
+    /// The destinations this run would write, in order: `due.external.targets` less those whose newest good backup
+    /// already holds these snapshots (their `note` says so). Empty when nothing would be written.
+    #[serde(default)]
+    pub writes: Vec<String>,
 }
 
 /// A destination as this run sees it.
@@ -170,7 +174,23 @@ pub fn render_plan(plan: &BackupPlan) -> String {
     }
     let e = &plan.due.external;
     let what = match e.action {
-        ExternalAction::Write => format!("yes, to {}", e.targets.join(", ")),
+        ExternalAction::Write => {
+            // Said as the destinations' own lines say it: a target whose newest good backup already holds these
+            // snapshots is not written.
+            let kept: Vec<&str> = (e.targets.iter())
+                .filter(|t| !plan.writes.contains(t))
+                .map(String::as_str)
+                .collect();
+            match (plan.writes.is_empty(), kept.is_empty()) {
+                (true, _) => format!("due, nothing new to write to {}", kept.join(", ")),
+                (false, true) => format!("yes, to {}", plan.writes.join(", ")),
+                (false, false) => format!(
+                    "yes, to {} (nothing new to write to {})",
+                    plan.writes.join(", "),
+                    kept.join(", ")
+                ),
+            }
+        }
         ExternalAction::MissingMedia => "due, but no destination is present".to_string(),
         ExternalAction::NotDue => "not due".to_string(),
         ExternalAction::Manual => "manual".to_string(),
@@ -189,7 +209,7 @@ pub fn render_plan(plan: &BackupPlan) -> String {
             let _ = writeln!(w, "      {line}");
         }
     }
-    if e.action == ExternalAction::Write && !plan.collect.is_empty() {
+    if !plan.writes.is_empty() && !plan.collect.is_empty() {
         let _ = writeln!(
             w,
             "    (each set's newest complete snapshot after collect is exported; `dbackup --dry-run external` shows \

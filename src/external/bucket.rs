@@ -268,8 +268,8 @@ pub fn requests_of(store: &Store) -> u64 {
 /// owner only, what the schedule needs; another config's are passed over by their objects' names, and those of a
 /// set of the owner's name from other sources by their `backup.json`, read on the way; so are the stamps given,
 /// those `restore --verify` found damaged, a backup whose chain goes through one of them or through a backup not
-/// listed, and one whose own objects the listing shows missing or not their recorded size). No archive or index is
-/// read.
+/// listed, one whose own objects the listing shows missing or not their recorded size, and one whose `backup.json`
+/// cannot be used). No archive or index is read.
 pub fn read(
     store: &Store,
     newest_of: Option<(Owner, &[String])>,
@@ -316,6 +316,14 @@ pub fn read_listed(
                 let Some(b) = read_meta_of(store, stamp, &mut digests) else {
                     continue;
                 };
+                // One whose `backup.json` cannot be used (not JSON, unreadable, too big) is no backup to `status`
+                // ("not counted", [`layout::DriveListing::verified`]): no restore point, passed over to the one
+                // before it, and kept in the list so it is counted as `status` counts it.
+                if b.meta.is_none() {
+                    passed(stamp, true);
+                    backups.push(b);
+                    continue;
+                }
                 let foreign = (b.meta.as_ref()).is_some_and(|m| owner.foreign_records(&m.sets));
                 // One whose chain is broken (a backup it depends on missing or found damaged) is no restore
                 // point: passed over as `status` does, which judges every chain.

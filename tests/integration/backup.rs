@@ -800,6 +800,37 @@ fn the_dry_run_plans_the_skip_of_a_drive_that_holds_these_snapshots() {
     );
 }
 
+/// Every target skipped (its newest good backup already holds these snapshots): the dry run's summary line says
+/// nothing new is written there, as the destination's own line does, in text and in `--json` (`writes` empty), and
+/// the dry run exits as the run does. Before: "external: yes, to drive" above "drive: ... not written".
+#[test]
+fn the_dry_run_summary_agrees_when_every_target_is_skipped() {
+    let t = always_to_a_present_drive();
+    backup(&t, &[], 0);
+    let dry = t.cmd().args(["--dry-run", "backup"]).status(0);
+    let external: Vec<&str> = (dry.stdout.lines())
+        .skip_while(|l| !l.starts_with("  external:"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    insta::with_settings!({ filters => vec![
+        (r"\d{4}-\d{2}-\d{2}-\d{6}", "[STAMP]"),
+        (r"present: \[TMP\]/drive \(.*", "present: [TMP]/drive ([FILESYSTEM])"),
+        (r"\(config-\S+, data-\S+\)", "([SNAPSHOTS])"),
+    ]}, {
+        insta::assert_snapshot!("every_target_skipped_dry_run", t.without_tmp(&external.join("\n")));
+    });
+    let plan: BackupPlan = t
+        .cmd()
+        .args(["--json", "--dry-run", "backup"])
+        .status(0)
+        .json();
+    assert_eq!(plan.due.external.action, ExternalAction::Write, "{plan:?}");
+    assert!(plan.writes.is_empty(), "{plan:?}");
+    assert!(!plan.destinations[0].target, "{plan:?}");
+    let r = backup(&t, &[], 0);
+    assert!(r.external.is_empty(), "{r:?}");
+}
+
 /// A drive whose newest backup `restore --verify` found damaged (one byte of its archive flipped, the size kept) is no
 /// restore point: the next `backup` writes these snapshots there again, though they are unchanged, and its summary
 /// says why in one line; the dry run plans the same. The fresh backup holds them: the run after writes nothing.

@@ -602,6 +602,46 @@ fn backup_says_why_it_uploads_over_a_bucket_backup_found_damaged() {
     assert_eq!(stamps(&s3, "laptop").len(), 3);
 }
 
+/// The newest bucket backup's `backup.json` replaced on the server by bytes that are not JSON: `backup` (which reads
+/// the newest `backup.json` only) and `status` (which reads every one) agree that the older backup is the newest good
+/// one; the dry run and the run say why they upload (the newest is no restore point), and the run uploads a fresh one.
+/// Before: backup's look stopped at the unusable one: "no backup yet" in its plan and an upload with no word of why,
+/// while `status` showed the older one as the newest.
+#[test]
+fn backup_passes_over_a_newest_bucket_backup_whose_backup_json_is_not_json() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, r#", "schedule": "always""#, "laptop");
+    let [first, second]: [String; 2] = second_upload(&t, &s3, &[]).try_into().expect("two");
+    let key = format!("laptop/backups/{second}/backup.json");
+    put_on_server(&t, &s3, &key, b"not json {");
+    // A change, so the older good backup does not hold the snapshots the run exports.
+    t.write("home/notes/todo.txt", "buy milk\nand bread\nand eggs\n");
+    t.cmd().args(["collect"]).status(0);
+
+    let v: serde_json::Value = t.run_json(&["status"]);
+    let r: dbackup::StatusReport = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        r.clouds[0].newest.as_ref().map(|n| n.stamp.as_str()),
+        Some(first.as_str()),
+        "{r:#?}"
+    );
+    let why =
+        format!("its newest backup {second} is damaged, no restore point: writing a fresh one");
+    let offsite = offsite_plan(&t);
+    assert_eq!(offsite["target"], true, "{offsite:#}");
+    assert_eq!(offsite["note"], why.as_str(), "{offsite:#}");
+    let description = offsite["description"].as_str().unwrap();
+    assert!(
+        description.contains(&format!("the newest {first} (")),
+        "{description}"
+    );
+    let out = t.cmd().args(["backup"]).status(0);
+    out.stderr_has(&format!("external offsite: {why}\n"));
+    assert_eq!(stamps(&s3, "laptop").len(), 3);
+}
+
 /// The worst day's config as docs/RESTORE.md "From the bucket" writes it: a new backup root (no state) and the
 /// bucket's encryption naming the identity file alone. It lists, verifies and restores the chain; a run that would
 /// upload is refused before touching the bucket, saying how to add the public key. Before: `config check` refused
