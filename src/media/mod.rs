@@ -785,28 +785,59 @@ pub struct Capabilities {
     pub max_file_size: Option<u64>,
     pub symlinks: bool,
     pub hard_links: bool,
+    /// Whether files keep the mode and owner they are given (FAT and exFAT show the mount's fixed ones on every file).
+    pub modes_and_owners: bool,
+    /// The step in which mtimes are kept, in nanoseconds: 1 (exact) on POSIX filesystems, 2 s on FAT, 1 s on exFAT
+    /// (what exfat-fuse keeps; the kernel's driver keeps 10 ms).
+    pub mtime_step_ns: u32,
 }
 
 /// The limits of a filesystem type. FAT's 4 GiB file limit is the one that matters for archives; exFAT and FAT have
-/// neither symlinks nor hard links. Unknown types are assumed to be POSIX filesystems.
+/// neither symlinks nor hard links, nor modes and owners of their own. Unknown types are assumed to be POSIX
+/// filesystems.
 pub fn capabilities(fs_type: &str) -> Capabilities {
+    let fat = Capabilities {
+        max_file_size: None,
+        symlinks: false,
+        hard_links: false,
+        modes_and_owners: false,
+        mtime_step_ns: 1_000_000_000,
+    };
     match fs_type {
         "vfat" | "msdos" | "fat" | "fat12" | "fat16" | "fat32" | "umsdos" => Capabilities {
             max_file_size: Some(FAT_MAX_FILE_SIZE),
-            symlinks: false,
-            hard_links: false,
+            mtime_step_ns: 2_000_000_000,
+            ..fat
         },
-        "exfat" => Capabilities {
-            max_file_size: None,
-            symlinks: false,
-            hard_links: false,
-        },
+        "exfat" => fat,
         _ => Capabilities {
             max_file_size: None,
             symlinks: true,
             hard_links: true,
+            modes_and_owners: true,
+            mtime_step_ns: 1,
         },
     }
+}
+
+/// What the filesystem holding `path` can hold ([`capabilities`] of its type: the mount table's, or for a fuse mount
+/// its device's); `path` need not exist yet (its nearest existing ancestor is asked). A POSIX filesystem's when the
+/// mount table does not tell.
+pub fn capabilities_at(path: &Path) -> Capabilities {
+    let fs_type = path
+        .ancestors()
+        .find_map(|p| std::fs::canonicalize(p).ok())
+        .and_then(|resolved| {
+            let dev = std::fs::metadata(&resolved).ok()?.dev();
+            let mounts = mountinfo::read().ok()?;
+            let entry = mountinfo::containing(&mounts, &resolved, Some(dev))?;
+            let probed = match entry.fs_type.starts_with("fuse") {
+                true => block_device(entry).and_then(|d| blkid::probe(&d).fs_type),
+                false => None,
+            };
+            Some(real_fs_type(&entry.fs_type, probed.as_deref()))
+        });
+    capabilities(fs_type.as_deref().unwrap_or_default())
 }
 
 impl MediaInfo {

@@ -259,7 +259,9 @@ fn capabilities_by_filesystem() {
         Capabilities {
             max_file_size: Some((4 << 30) - 1),
             symlinks: false,
-            hard_links: false
+            hard_links: false,
+            modes_and_owners: false,
+            mtime_step_ns: 2_000_000_000
         }
     );
     assert_eq!(
@@ -267,7 +269,9 @@ fn capabilities_by_filesystem() {
         Capabilities {
             max_file_size: None,
             symlinks: false,
-            hard_links: false
+            hard_links: false,
+            modes_and_owners: false,
+            mtime_step_ns: 1_000_000_000
         }
     );
     for fs in ["ext4", "xfs", "btrfs", "nfs4"] {
@@ -276,7 +280,9 @@ fn capabilities_by_filesystem() {
             Capabilities {
                 max_file_size: None,
                 symlinks: true,
-                hard_links: true
+                hard_links: true,
+                modes_and_owners: true,
+                mtime_step_ns: 1
             },
             "{fs}"
         );

@@ -402,7 +402,11 @@ pub fn plan_all(
         let these: Vec<&Selection> = idx.iter().map(|&i| &sels[i]).collect();
         let gathered = sets[set].content.gather(&these)?;
         for (&i, mut g) in idx.iter().zip(gathered) {
-            let mut planner = Planner::new(&sels[i].target, opts.clone())?;
+            let mut opts = opts.clone();
+            let caps = crate::media::capabilities_at(&sels[i].target);
+            (opts.modes_and_owners, opts.mtime_step_ns) =
+                (caps.modes_and_owners, caps.mtime_step_ns);
+            let mut planner = Planner::new(&sels[i].target, opts)?;
             for e in std::mem::take(&mut g.entries) {
                 planner.add(e)?;
             }

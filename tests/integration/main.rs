@@ -44,6 +44,7 @@ mod loopdev_collect;
 mod loopdev_encryption;
 mod loopdev_external;
 mod loopdev_fat32;
+mod loopdev_fat_restore;
 mod loopdev_hostile;
 mod loopdev_image;
 mod loopdev_image_guide;

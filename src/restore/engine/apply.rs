@@ -20,7 +20,7 @@ use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::item::{Action, PlanItem};
 use super::owners::{self, OwnerTally};
-use super::plan::{Counts, Plan};
+use super::plan::{Counts, Plan, modes_not_kept};
 use super::safety::{Refusal, RelPath};
 use super::target::{self, Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
 use super::{RestoreError, RestoreOptions};
@@ -51,6 +51,8 @@ pub struct Summary {
     pub attrs: AttrTally,
     /// Entries restored as the (unprivileged) user though the backup gives them another owner (warned about once).
     pub owners: OwnerTally,
+    /// Whether the target's filesystem keeps modes and owners (not FAT, exFAT: said once, not warned about).
+    pub modes_and_owners: bool,
 }
 
 impl Summary {
@@ -84,6 +86,9 @@ impl Summary {
             show(self.target.as_os_str().as_encoded_bytes()),
             self.counts.sentence(false)
         );
+        if !self.modes_and_owners {
+            out.push_str(&modes_not_kept(&self.target));
+        }
         for d in &self.displaced {
             out.push_str(&format!(
                 "kept       {}: the one that was there is now {}\n",
@@ -183,6 +188,7 @@ impl<'p> Applier<'p> {
             displaced: Vec::new(),
             attrs: AttrTally::default(),
             owners: OwnerTally::default(),
+            modes_and_owners: plan.options.modes_and_owners,
         };
         let keeper = match &plan.options.keep_displaced {
             Some(dir) => {
@@ -360,6 +366,7 @@ impl<'p> Applier<'p> {
         self.summary.owners.add(&plan.owners_left());
         // The directories opened to fill them as they were; those in the plan then get the backup's metadata.
         let mut opened: Vec<_> = std::mem::take(&mut self.opened).into_iter().collect();
+        let keeps = plan.options.modes_and_owners;
         opened.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.depth()));
         for (rel, (mode, mtime)) in opened {
             let closed = self
@@ -368,7 +375,7 @@ impl<'p> Applier<'p> {
                 .map_err(walk_io)
                 .and_then(|fd| {
                     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
-                    Ok(rustix::fs::futimens(fd, &times(mtime))?)
+                    Ok(rustix::fs::futimens(fd, &times(mtime, !keeps))?)
                 });
             if let Err(e) = closed {
                 self.summary.errors.push(Problem {
@@ -446,7 +453,9 @@ impl<'p> Applier<'p> {
             if !opts.privileged && owners::counted(item) && opts.me.keeps(owner) && !grouped {
                 self.summary.owners.lost(owner);
             }
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode))?;
+            give_mode(opts, || {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode))
+            })?;
             attrs::apply(
                 On::Fd(fd),
                 item.entry.attrs.as_deref(),
@@ -455,7 +464,7 @@ impl<'p> Applier<'p> {
                 &mut self.summary.attrs,
             );
         }
-        rustix::fs::futimens(fd, &times(item.entry.mtime))?;
+        rustix::fs::futimens(fd, &times(item.entry.mtime, !opts.modes_and_owners))?;
         Ok(())
     }
 
@@ -837,12 +846,10 @@ fn settle_special(
             rustix::fs::chownat(parent, tmp.as_str(), u, g, AtFlags::SYMLINK_NOFOLLOW)
         })?;
         if fifo {
-            rustix::fs::chmodat(
-                parent,
-                tmp.as_str(),
-                Mode::from_raw_mode(item.mode),
-                AtFlags::empty(),
-            )?;
+            give_mode(opts, || {
+                let mode = Mode::from_raw_mode(item.mode);
+                rustix::fs::chmodat(parent, tmp.as_str(), mode, AtFlags::empty())
+            })?;
         }
         if fifo || item.entry.attrs.is_some() {
             attrs::apply(
@@ -859,7 +866,7 @@ fn settle_special(
         rustix::fs::utimensat(
             parent,
             tmp.as_str(),
-            &times(item.entry.mtime),
+            &times(item.entry.mtime, !opts.modes_and_owners),
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
         inode_of(parent, &tmp)
@@ -1200,9 +1207,9 @@ fn finish_file(
     (|| {
         // Before chmod: chown clears setuid/setgid.
         give_owner(opts, entry, |u, g| rustix::fs::fchown(fd, u, g))?;
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+        give_mode(opts, || rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)))?;
         attrs::apply(On::Fd(fd), entry.attrs.as_deref(), false, privileged, tally);
-        rustix::fs::futimens(fd, &times(entry.mtime))?;
+        rustix::fs::futimens(fd, &times(entry.mtime, !opts.modes_and_owners))?;
         let st = rustix::fs::fstat(fd)?;
         let f = Found::from(st);
         Ok((f.dev, f.ino))
@@ -1266,12 +1273,15 @@ fn differs(given: &RestoreEntry, planned: &RestoreEntry) -> Option<&'static str>
 /// Gives an entry its owner through `chown` (owner, group): privileged, both (a failure fails the entry); without
 /// privileges, its group alone when the user is in it ([`owners::Me::group`]), else nothing: it stays the user's, and a
 /// group the filesystem does not take leaves it theirs too (counted by the caller, not failed). Whether the entry now
-/// has its group.
+/// has its group; nothing is given, and nothing counted, where the target's filesystem keeps no owners (FAT, exFAT).
 fn give_owner(
     opts: &RestoreOptions,
     entry: &RestoreEntry,
     chown: impl FnOnce(Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) -> Result<(), Errno>,
 ) -> Result<bool, Errno> {
+    if !opts.modes_and_owners {
+        return Ok(true);
+    }
     if opts.privileged {
         chown(Some(uid(entry.uid)), Some(gid(entry.gid)))?;
         return Ok(true);
@@ -1280,6 +1290,18 @@ fn give_owner(
         .me
         .group(entry.gid)
         .is_some_and(|g| chown(None, Some(gid(g))).is_ok()))
+}
+
+/// Gives an entry its mode through `chmod`, unless the target's filesystem keeps none (FAT, exFAT: there a setuid
+/// or sticky bit is refused, and every other mode shows as the mount's).
+fn give_mode(
+    opts: &RestoreOptions,
+    chmod: impl FnOnce() -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    match opts.modes_and_owners {
+        true => chmod(),
+        false => Ok(()),
+    }
 }
 
 fn uid(u: u32) -> rustix::fs::Uid {

@@ -255,7 +255,7 @@ fn copy(
     privileged: bool,
     fsync: bool,
 ) -> io::Result<()> {
-    let times = times(found.mtime);
+    let times = times(found.mtime, false);
     let owner = |fd: BorrowedFd<'_>, at: &[u8], flags: AtFlags| -> Result<(), Errno> {
         if privileged {
             rustix::fs::chownat(

@@ -20,6 +20,13 @@ pub struct Mtime {
 }
 
 impl Mtime {
+    /// Which step of `step_ns` nanoseconds it lies in (counted from the epoch, earlier times negative): two mtimes
+    /// in the same step are the same to a filesystem that keeps them in such steps.
+    pub fn step(self, step_ns: u32) -> i128 {
+        (i128::from(self.sec) * 1_000_000_000 + i128::from(self.nsec))
+            .div_euclid(i128::from(step_ns.max(1)))
+    }
+
     pub fn new(sec: i64, nsec: u32) -> Mtime {
         Mtime { sec, nsec }
     }

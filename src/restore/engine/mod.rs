@@ -129,6 +129,12 @@ pub struct RestoreOptions {
     /// `<backup_root>/displaced/`, see [`displace`]); `None` replaces without keeping (`--no-keep`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_displaced: Option<PathBuf>,
+    /// Whether the target's filesystem keeps the modes and owners it is given; when not (FAT, exFAT: the caller
+    /// asks `media::capabilities_at`), none are set and a mode or owner found there is no difference.
+    pub modes_and_owners: bool,
+    /// The step in which the target's filesystem keeps mtimes, in nanoseconds (1: exact); mtimes found there are
+    /// compared with the backup's at it.
+    pub mtime_step_ns: u32,
 }
 
 impl Default for RestoreOptions {
@@ -144,6 +150,8 @@ impl Default for RestoreOptions {
             apply_despite_refusals: false,
             fsync: true,
             keep_displaced: None,
+            modes_and_owners: true,
+            mtime_step_ns: 1,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::entry::{EntryKind, RestoreEntry, show};
+use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::item::{Action, PlanItem, link_root};
 use super::owners::{self, OwnerTally};
 use super::safety::{self, Refusal, RelPath};
@@ -83,6 +83,15 @@ pub struct Plan {
     pub items: Vec<PlanItem>,
 }
 
+/// The line a plan and a summary carry when the target's filesystem keeps no modes and owners (FAT, exFAT).
+pub(super) fn modes_not_kept(target: &Path) -> String {
+    format!(
+        "modes and owners not restored: the filesystem of {} cannot hold them (every file there shows the mount's); \
+         restore onto ext4, xfs or btrfs to keep them\n",
+        show(target.as_os_str().as_encoded_bytes())
+    )
+}
+
 impl Plan {
     /// What a hard link item finally links to (the first name of its chain), or the item itself.
     pub fn link_root(&self, idx: usize) -> &PlanItem {
@@ -99,7 +108,7 @@ impl Plan {
     /// the user cannot give ([`owners::left_without`]), as the applier counts them.
     pub fn owners_not_kept(&self) -> OwnerTally {
         let mut tally = OwnerTally::default();
-        if self.options.privileged {
+        if self.options.privileged || !self.options.modes_and_owners {
             return tally;
         }
         let writes = |i: &&PlanItem| matches!(i.action, Action::Create | Action::Replace);
@@ -114,7 +123,7 @@ impl Plan {
     /// gives them ([`owners::left_without`]): counted by the plan's forecast and by the applier alike.
     pub fn owners_left(&self) -> OwnerTally {
         let mut tally = OwnerTally::default();
-        if !self.options.privileged {
+        if !self.options.privileged && self.options.modes_and_owners {
             for item in self.entries().filter(|i| owners::left_without(i)) {
                 tally.lost((item.entry.uid, item.entry.gid));
             }
@@ -156,6 +165,9 @@ impl Plan {
             out.push_str(" (does not exist yet: it will be made, owner-only)");
         }
         let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        if !self.options.modes_and_owners {
+            out.push_str(&modes_not_kept(&self.target));
+        }
         if let Some(h) = &self.scanned {
             let _ = writeln!(
                 out,
@@ -725,14 +737,19 @@ impl Planner {
     ) -> Result<bool, RestoreError> {
         let e = &item.entry;
         // Without privileges, the group the user can give (as the writer gives it); the rest is counted, not changed.
-        let owner = match self.opts.privileged {
-            true => f.uid == e.uid && f.gid == e.gid,
-            false => !self.opts.me.regroups(e.gid, f.gid),
+        // A filesystem that keeps none (FAT, exFAT: the mount's on every file) differs in neither.
+        let owner = match (self.opts.modes_and_owners, self.opts.privileged) {
+            (false, _) => true,
+            (true, true) => f.uid == e.uid && f.gid == e.gid,
+            (true, false) => !self.opts.me.regroups(e.gid, f.gid),
         };
+        let (keeps, want) = (self.opts.modes_and_owners, item.mode);
+        let mode = move |found: u32| !keeps || found == want;
+        let step = self.opts.mtime_step_ns;
+        let mtime = move |found: Mtime| found.step(step) == e.mtime.step(step);
         Ok(match item.kind {
             EntryKind::File => {
-                let meta =
-                    f.kind == FoundKind::File && f.size == e.size && f.mode == item.mode && owner;
+                let meta = f.kind == FoundKind::File && f.size == e.size && mode(f.mode) && owner;
                 let content = if !meta {
                     false
                 } else {
@@ -749,19 +766,16 @@ impl Planner {
                             item.notes.push(
                                 "compared by size and mtime: the backup has no hash for it".into(),
                             );
-                            f.mtime == e.mtime
+                            mtime(f.mtime)
                         }
-                        (Compare::Metadata, _) => f.mtime == e.mtime,
+                        (Compare::Metadata, _) => mtime(f.mtime),
                     }
                 };
                 // Only an ACL or an xattr changed: changed too.
                 content && self.attrs_same(item, rel, false)?
             }
             EntryKind::Dir => {
-                f.mode == item.mode
-                    && owner
-                    && f.mtime == e.mtime
-                    && self.attrs_same(item, rel, true)?
+                mode(f.mode) && owner && mtime(f.mtime) && self.attrs_same(item, rel, true)?
             }
             EntryKind::Symlink => {
                 f.kind == FoundKind::Symlink
@@ -777,9 +791,7 @@ impl Planner {
                 matches!(t.action, Action::Unchanged | Action::Skip)
                     && t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
             }
-            EntryKind::Fifo => {
-                f.kind == FoundKind::Fifo && f.mode == item.mode && owner && f.mtime == e.mtime
-            }
+            EntryKind::Fifo => f.kind == FoundKind::Fifo && mode(f.mode) && owner && mtime(f.mtime),
             _ => false,
         })
     }

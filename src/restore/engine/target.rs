@@ -418,12 +418,16 @@ pub(super) fn with_temp_name(
     }
 }
 
-/// An entry's mtime as `utimensat`'s times (the access time left as it is).
-pub(super) fn times(m: Mtime) -> Timestamps {
+/// An entry's mtime as `utimensat`'s times: the access time left as it is, or (`atime_now`: on FAT and exFAT) set to
+/// now, since exfat-fuse (libfuse 2) ignores a change of the mtime alone.
+pub(super) fn times(m: Mtime, atime_now: bool) -> Timestamps {
     Timestamps {
         last_access: Timespec {
             tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
+            tv_nsec: match atime_now {
+                true => rustix::fs::UTIME_NOW,
+                false => rustix::fs::UTIME_OMIT,
+            },
         },
         last_modification: Timespec {
             tv_sec: m.sec,
