@@ -489,9 +489,7 @@ fn an_empty_find_pattern_is_a_usage_error() {
 /// forges a line, in `ls` and `find`, text and JSON.
 #[test]
 fn hostile_names_are_escaped() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     let data = t.home().join("data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("esc\x1b[31mred"), "x").unwrap();

@@ -10,10 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use crate::fixtures::mounted::Mounted;
-use crate::harness::Test;
-
-const CONFIG: &str =
-    r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#;
+use crate::harness::{DATA_ONLY, Test};
 
 /// A test of one set `data` (a 50 kB file) with a tmpfs of `size` (mode 0700) mounted at its directory `dir` (`state`:
 /// the state directory, `root`: the backup root), collected once; `None` (skipped) without root.
@@ -21,7 +18,7 @@ fn collected_with(dir: &str, size: &str) -> Option<(Test, Mounted)> {
     if !testkit::require_root() {
         return None;
     }
-    let t = Test::new().config(CONFIG);
+    let t = Test::new().config(DATA_ONLY);
     t.write("home/data/a", vec![b'a'; 50_000]);
     let mounted = Mounted::tmpfs(&t.path(dir), size);
     fs::set_permissions(t.path(dir), fs::Permissions::from_mode(0o700)).unwrap();
@@ -84,7 +81,7 @@ fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
     if !testkit::require_root() {
         return;
     }
-    let t = Test::new().config(CONFIG);
+    let t = Test::new().config(DATA_ONLY);
     let backed_up: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     t.write("home/data/big", &backed_up);
     t.cmd().args(["collect"]).status(0);
@@ -136,7 +133,7 @@ fn systemd_render_out_on_a_full_disk_writes_all_units_or_none() {
     if !testkit::require_root() {
         return;
     }
-    let t = Test::new().config(CONFIG);
+    let t = Test::new().config(DATA_ONLY);
     let disk = Mounted::tmpfs(&t.path("disk"), "64k");
     let dir = t.path("disk/units");
     fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();

@@ -8,6 +8,10 @@ use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dbackup");
 
+/// The config of one set, `data`, of `~/data`, under the test's backup root: nothing else.
+pub const DATA_ONLY: &str =
+    r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#;
+
 /// One test's world: a temporary directory holding `home/`, `root/` (the backup root), `state/` and `config.json`.
 pub struct Test {
     pub dir: tempfile::TempDir,

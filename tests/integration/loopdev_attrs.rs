@@ -454,9 +454,7 @@ fn one_warning_per_restore_for_attributes_a_filesystem_cannot_hold() {
     if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     for name in ["a", "b"] {
         let p = t.write(&format!("home/data/{name}"), name);
         rustix::fs::setxattr(&p, "user.tag", b"x", rustix::fs::XattrFlags::empty())

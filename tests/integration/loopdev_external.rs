@@ -656,9 +656,7 @@ fn usage_and_state_errors() {
     drop(lock);
     assert!(listing(&dest).is_empty());
     // No destination configured at all.
-    let t2 = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t2 = Test::new().config(crate::harness::DATA_ONLY);
     sample(&t2, 0);
     collect(&t2);
     let out = t2.cmd().args(["external"]).status(5);

@@ -57,9 +57,7 @@ fn a_second_restore_onto_exfat_leaves_the_first_ones_files_unchanged() {
     if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     let home = t.home();
     let a = t.write("home/data/a.txt", "alpha\n");
     fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();

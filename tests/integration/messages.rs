@@ -127,9 +127,7 @@ fn a_read_only_destination_fails() {
 /// bytes were taken for bytes shared with a previous snapshot.
 #[test]
 fn the_first_collect_claims_no_hard_linked_bytes() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     let a = t.write("home/data/a", vec![7u8; 64 << 10]);
     std::fs::hard_link(&a, t.home().join("data/same-as-a")).unwrap();
     t.write("home/data/b", "b");

@@ -1331,9 +1331,7 @@ fn a_page_that_cannot_be_written_is_named_in_the_warning() {
 fn a_page_that_cannot_be_written_says_what_to_do() {
     use crate::collect::{as_nobody, chown_tree, is_root};
     use std::os::unix::fs::PermissionsExt;
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     let dir = t.path("pages");
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();

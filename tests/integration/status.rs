@@ -311,9 +311,7 @@ fn page_and_check_agree(t: &Test, says: &str) {
 /// ignored, the table printed as if it were not given).
 #[test]
 fn history_without_json_is_a_usage_error() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     let out = t.cmd().args(["status", "--history", "3"]).status(2);
     out.stderr_has("dbackup status --json --history N");
     assert!(out.stdout.is_empty(), "{}", out.stdout);
@@ -731,9 +729,7 @@ fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
 fn a_backup_root_that_cannot_be_read_is_named() {
     use crate::collect::{as_nobody, chown_tree, is_root};
     use std::os::unix::fs::PermissionsExt;
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
-    );
+    let t = Test::new().config(crate::harness::DATA_ONLY);
     t.write("home/data/a.txt", "a");
     t.cmd().args(["collect"]).status(0);
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o700)).unwrap();
