@@ -448,14 +448,15 @@ fn a_drive_that_fills_after_the_archive_keeps_every_verified_backup() {
             )
             .unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1100));
-            // Stopped (SIGSTOP) once it writes its archive, and the drive filled to leave `room` past it.
-            let (child, temp) = crate::fixtures::drive::caught_writing(
-                t.cmd().args(args).spawn(),
-                &t.path("T9"),
-                "data.tar",
-                0,
-            );
-            crate::fixtures::drive::signal(&child, libc::SIGSTOP);
+            // Stopped (SIGSTOP, by the run itself at its test point) as it writes its archive, and the drive filled
+            // to leave `room` past it. Before the test point, a run on a busy machine was caught after its archive
+            // and index were whole, and there was no room left to leave.
+            let child = (t.cmd().args(args))
+                .env("DBACKUP_TEST_STOP", "archive-writing")
+                .spawn();
+            crate::fixtures::drive::wait_stopped(child.id());
+            let (temp, _) = crate::fixtures::drive::writing(&t.path("T9"), "data.tar")
+                .expect("stopped as it writes its archive");
             let left = sizes.archive - taken(&temp) + room(&sizes);
             let fill = drive.fill_leaving(left as u64);
             crate::fixtures::drive::signal(&child, libc::SIGCONT);
